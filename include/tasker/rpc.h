@@ -1,0 +1,347 @@
+/*
+ * libtasker-rpc: the gRPC runtime of the tasker platform.
+ *
+ * One public header. Every exported symbol starts with trpc_ and is marked
+ * TRPC_API; everything else in the library is hidden.
+ *
+ * Error convention: functions returning int return 0 (TRPC_OK) on success
+ * or a negative value from enum trpc_error. Values at or below
+ * TRPC_ERR_FATAL mean the object is unusable and must be freed.
+ *
+ * Threads: a server runs N I/O threads (epoll; each owns its connections),
+ * a fixed pool of worker threads that run the handlers, and one keepalive
+ * and backpressure thread. Handlers run on worker threads. trpc_call_send()
+ * and trpc_call_finish() may be called from any thread.
+ */
+#ifndef TASKER_RPC_H
+#define TASKER_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define TRPC_API __attribute__((visibility("default")))
+#else
+#define TRPC_API
+#endif
+
+/* ------------------------------------------------------------------ errors */
+
+enum trpc_error {
+	TRPC_OK = 0,
+	TRPC_ERR_INVALID = -1,   /* bad argument or bad state for the call */
+	TRPC_ERR_NOMEM = -2,     /* out of memory */
+	TRPC_ERR_CLOSED = -3,    /* the call is finished or cancelled */
+	TRPC_ERR_SYSTEM = -4,    /* an operating-system call failed */
+	TRPC_ERR_TLS = -5,       /* OpenSSL reported an error */
+	TRPC_ERR_CONFIG = -6,    /* bad configuration key or value */
+	TRPC_ERR_PROTOCOL = -7,  /* the peer broke HTTP/2 or gRPC rules */
+	TRPC_ERR_TOO_LARGE = -8, /* a size limit was exceeded */
+	TRPC_ERR_ENCODING = -9,  /* unsupported or corrupt compression */
+	TRPC_ERR_EXISTS = -10,   /* already registered */
+	TRPC_ERR_FATAL = -100    /* below this the object is dead */
+};
+
+/* Returns a static English description of an enum trpc_error value. */
+TRPC_API const char *trpc_strerror(int err);
+
+/* gRPC status codes (numbering fixed by the gRPC protocol). */
+enum trpc_status {
+	TRPC_STATUS_OK = 0,
+	TRPC_STATUS_CANCELLED = 1,
+	TRPC_STATUS_UNKNOWN = 2,
+	TRPC_STATUS_INVALID_ARGUMENT = 3,
+	TRPC_STATUS_DEADLINE_EXCEEDED = 4,
+	TRPC_STATUS_NOT_FOUND = 5,
+	TRPC_STATUS_ALREADY_EXISTS = 6,
+	TRPC_STATUS_PERMISSION_DENIED = 7,
+	TRPC_STATUS_RESOURCE_EXHAUSTED = 8,
+	TRPC_STATUS_FAILED_PRECONDITION = 9,
+	TRPC_STATUS_ABORTED = 10,
+	TRPC_STATUS_OUT_OF_RANGE = 11,
+	TRPC_STATUS_UNIMPLEMENTED = 12,
+	TRPC_STATUS_INTERNAL = 13,
+	TRPC_STATUS_UNAVAILABLE = 14,
+	TRPC_STATUS_DATA_LOSS = 15,
+	TRPC_STATUS_UNAUTHENTICATED = 16
+};
+
+/* Returns the canonical upper-case name ("NOT_FOUND") or "UNKNOWN". */
+TRPC_API const char *trpc_status_name(int status);
+
+/* ------------------------------------------------------------------ config */
+
+enum trpc_client_auth {
+	TRPC_CLIENT_AUTH_NONE = 0,
+	TRPC_CLIENT_AUTH_OPTIONAL = 1,
+	TRPC_CLIENT_AUTH_REQUIRE = 2
+};
+
+/*
+ * Server settings. trpc_server_config_init() fills the defaults; durations
+ * are in milliseconds, 0 meaning "disabled" where noted. Strings are owned
+ * by the config and released by trpc_server_config_clear().
+ */
+struct trpc_server_config {
+	char *listen;        /* h2c listeners, comma separated host:port ("127.0.0.1:0", "[::1]:50051") */
+	char *tls_listen;    /* TLS listeners, same syntax; NULL = none */
+	char *tls_cert_file; /* PEM certificate chain (required with tls_listen) */
+	char *tls_key_file;  /* PEM private key */
+	char *tls_client_ca_file;     /* CA bundle for client certificates (mTLS) */
+	int tls_client_auth;          /* enum trpc_client_auth */
+	int io_threads;               /* 0 = one per online CPU */
+	int workers;                  /* worker pool size; 0 = one per online CPU */
+	int max_connections;          /* refuse beyond this many connections */
+	int max_concurrent_streams;   /* SETTINGS_MAX_CONCURRENT_STREAMS, default 200 */
+	int initial_window_size;      /* SETTINGS_INITIAL_WINDOW_SIZE, default 1 MiB */
+	int max_header_list_size;     /* default 8192; enforced */
+	int max_recv_message_size;    /* default 4 MiB */
+	int max_send_message_size;    /* default 4 MiB */
+	int max_outbound_bytes;       /* per call send queue bound before send() waits, default 4 MiB */
+	int keepalive_time_ms;        /* server PING interval on an idle connection; default 2 h; 0 = off */
+	int keepalive_timeout_ms;     /* PING ack timeout, default 20 s */
+	int min_ping_interval_ms;     /* ping-strike threshold, default 5 min */
+	int max_ping_strikes;         /* default 2 */
+	int permit_keepalive_without_calls; /* accept client PINGs with no open stream */
+	int max_connection_idle_ms;   /* 0 = unlimited */
+	int max_connection_age_ms;    /* 0 = unlimited */
+	int max_connection_age_grace_ms; /* 0 = unlimited */
+	int handshake_timeout_ms;     /* preface + SETTINGS (and TLS handshake) deadline, default 10 s */
+	int shutdown_grace_ms;        /* in-flight calls get this long on shutdown, default 10 s */
+	int queue_high_watermark;     /* work-queue depth that stops reading, default 4096 */
+	int queue_low_watermark;      /* depth below which reading resumes, default 1024 */
+	int retry_pushback_ms;        /* hint sent with RESOURCE_EXHAUSTED when overloaded, default 100 */
+	int stream_reset_burst;       /* nghttp2 stream reset rate limit: burst, default 1000 */
+	int stream_reset_rate;        /* refill per second, default 33 */
+	int max_continuations;        /* nghttp2 CONTINUATION limit, default 8 */
+	char *log_level;              /* error, warn, info, debug; default info */
+};
+
+TRPC_API void trpc_server_config_init(struct trpc_server_config *cfg);
+TRPC_API void trpc_server_config_clear(struct trpc_server_config *cfg);
+
+/*
+ * Sets one key by its name as written in the INI file, "section.key" or
+ * "key" for the [server] section ("server.listen", "limits.max_recv_message_size").
+ * Returns TRPC_ERR_CONFIG with *why naming the key for an unknown key or bad
+ * value (*why is static or owned by the config until the next call).
+ */
+TRPC_API int trpc_server_config_set(struct trpc_server_config *cfg, const char *section,
+				    const char *key, const char *value, const char **why);
+
+/*
+ * Loads settings in order of increasing precedence: the INI file at `path`
+ * (may be NULL), TASKER_<SECTION>_<KEY> environment variables, and
+ * command-line options "--section.key=value" / "--key=value" in argv.
+ * Options this loader does not know are an error unless `extra` accepts
+ * them: extra(ud, section, key, value) returns 0 when it took the key,
+ * TRPC_ERR_CONFIG when the key is unknown to it too.
+ * Returns 0 or TRPC_ERR_CONFIG/TRPC_ERR_SYSTEM with a message in *why (owned
+ * by the config).
+ */
+typedef int (*trpc_config_extra_fn)(void *ud, const char *section, const char *key,
+				    const char *value);
+TRPC_API int trpc_server_config_load(struct trpc_server_config *cfg, const char *path, int argc,
+				     char **argv, trpc_config_extra_fn extra, void *ud,
+				     const char **why);
+
+/* ------------------------------------------------------------------ calls */
+
+typedef struct trpc_server trpc_server;
+typedef struct trpc_call trpc_call;
+
+enum trpc_method_kind {
+	TRPC_UNARY = 1,
+	TRPC_CLIENT_STREAMING = 2,
+	TRPC_SERVER_STREAMING = 3,
+	TRPC_BIDI_STREAMING = 4
+};
+
+/*
+ * Unary and server-streaming handler. `req` is decoded into the call's
+ * arena and lives as long as the call. The handler (or whoever it hands the
+ * call to) must call trpc_call_finish() exactly once, now or later from any
+ * thread; the call stays valid until then.
+ */
+typedef void (*trpc_unary_fn)(trpc_call *call, const ProtobufCMessage *req, void *ud);
+
+/*
+ * Client-streaming and bidirectional handlers. Callbacks run on worker
+ * threads, one at a time per call, in order. `msg` in on_message is freed
+ * when the callback returns (copy what you keep); its bytes are only then
+ * counted as taken, which reopens the flow-control window. After
+ * on_cancel no further callbacks run; the handler still calls
+ * trpc_call_finish() once to release the call.
+ */
+struct trpc_stream_ops {
+	void (*on_start)(trpc_call *call, void *ud);
+	void (*on_message)(trpc_call *call, const ProtobufCMessage *msg, void *ud);
+	void (*on_half_close)(trpc_call *call, void *ud);
+	void (*on_cancel)(trpc_call *call, void *ud);
+};
+
+struct trpc_method {
+	const char *name;                               /* method name, e.g. "UnaryCall" */
+	enum trpc_method_kind kind;
+	const ProtobufCMessageDescriptor *request;     /* required */
+	const ProtobufCMessageDescriptor *response;    /* required */
+	trpc_unary_fn handler;                          /* UNARY, SERVER_STREAMING */
+	/* CLIENT_STREAMING and BIDI_STREAMING use all four; with `handler`
+	 * set, only on_cancel is used (optional: to learn of cancellation). */
+	struct trpc_stream_ops stream;
+};
+
+struct trpc_service {
+	const char *name; /* fully qualified, e.g. "grpc.testing.TestService" */
+	const struct trpc_method *methods;
+	size_t n_methods;
+	void *ud; /* passed to every handler */
+};
+
+/* Sends one response message (encoded, compressed if negotiated). Waits
+ * while the call's outbound queue is above its bound, unless called on an
+ * I/O thread. Returns TRPC_ERR_CLOSED once the call is over,
+ * TRPC_ERR_TOO_LARGE above max_send_message_size. */
+TRPC_API int trpc_call_send(trpc_call *call, const ProtobufCMessage *msg);
+
+/* As trpc_call_send; TRPC_SEND_NO_COMPRESS sends this message uncompressed. */
+#define TRPC_SEND_NO_COMPRESS 0x1u
+TRPC_API int trpc_call_send_ex(trpc_call *call, const ProtobufCMessage *msg, unsigned flags);
+
+/* Ends the call with a status and optional message (UTF-8; percent-encoded
+ * on the wire). Exactly once per call; it releases the handler's hold on
+ * the call. Returns TRPC_ERR_CLOSED when the call had already ended (the
+ * hold is released all the same). */
+TRPC_API int trpc_call_finish(trpc_call *call, int status, const char *message);
+
+/* Response metadata. Initial metadata must be added before the first
+ * send; trailing metadata before finish. Keys ending in "-bin" carry raw
+ * bytes (base64 on the wire). */
+TRPC_API int trpc_call_add_initial_metadata(trpc_call *call, const char *key, const void *value,
+					    size_t len);
+TRPC_API int trpc_call_add_trailing_metadata(trpc_call *call, const char *key,
+					     const void *value, size_t len);
+
+/* Chooses the response compression ("identity", "gzip", "deflate"); must be
+ * one the client accepts. Before the first send. */
+TRPC_API int trpc_call_set_compression(trpc_call *call, const char *encoding);
+
+/* Request metadata lookup: the value (decoded for -bin keys, NUL terminated)
+ * or NULL. Valid for the life of the call. */
+TRPC_API const char *trpc_call_metadata(const trpc_call *call, const char *key, size_t *len);
+TRPC_API size_t trpc_call_metadata_count(const trpc_call *call);
+TRPC_API int trpc_call_metadata_at(const trpc_call *call, size_t i, const char **key,
+				   const char **value, size_t *len);
+
+TRPC_API const char *trpc_call_method(const trpc_call *call);    /* "/pkg.Svc/Method" */
+TRPC_API const char *trpc_call_peer(const trpc_call *call);      /* "ipv4:1.2.3.4:5" */
+TRPC_API const char *trpc_call_identity(const trpc_call *call);  /* NULL when anonymous */
+TRPC_API int trpc_call_set_identity(trpc_call *call, const char *identity);
+TRPC_API const char *trpc_call_tls_peer_subject(const trpc_call *call); /* mTLS subject or NULL */
+/* Absolute deadline on CLOCK_MONOTONIC in ns; INT64_MAX when none. */
+TRPC_API int64_t trpc_call_deadline(const trpc_call *call);
+TRPC_API int trpc_call_is_cancelled(const trpc_call *call);
+/* Encoding of the request messages ("identity" when none). */
+TRPC_API const char *trpc_call_request_encoding(const trpc_call *call);
+/* 1 when the client accepts `encoding` for responses. */
+TRPC_API int trpc_call_accepts_encoding(const trpc_call *call, const char *encoding);
+
+/* Per-call arena: memory that lives exactly as long as the call. Not
+ * thread-safe: use it from the handler callbacks. */
+TRPC_API void *trpc_call_alloc(trpc_call *call, size_t size);
+TRPC_API char *trpc_call_strdup(trpc_call *call, const char *s);
+TRPC_API ProtobufCAllocator *trpc_call_allocator(trpc_call *call);
+
+/* One pointer of handler state per call. */
+TRPC_API void trpc_call_set_user(trpc_call *call, void *user);
+TRPC_API void *trpc_call_user(const trpc_call *call);
+
+/* Extra references for code that keeps a call after finishing it (rare). */
+TRPC_API void trpc_call_ref(trpc_call *call);
+TRPC_API void trpc_call_unref(trpc_call *call);
+
+/* ------------------------------------------------------------------ server */
+
+/*
+ * Creates a server from a config (copied). Returns NULL and sets *why on
+ * failure (bad TLS files, ...). Listeners are opened by trpc_server_start.
+ */
+TRPC_API trpc_server *trpc_server_new(const struct trpc_server_config *cfg, const char **why);
+
+/* Registers a service (the tables must outlive the server). Before start.
+ * TRPC_ERR_EXISTS if the name is taken. */
+TRPC_API int trpc_server_add_service(trpc_server *srv, const struct trpc_service *svc);
+
+/* Names of registered services, in registration order. */
+TRPC_API size_t trpc_server_service_count(const trpc_server *srv);
+TRPC_API const char *trpc_server_service_name(const trpc_server *srv, size_t i);
+
+/* Opens the listeners and starts the threads. */
+TRPC_API int trpc_server_start(trpc_server *srv, const char **why);
+
+/* The port actually bound by the i-th plaintext / TLS listener (for ":0"). */
+TRPC_API int trpc_server_port(const trpc_server *srv, int tls, size_t i);
+
+/*
+ * Graceful shutdown: GOAWAY to every connection, stop accepting, give
+ * in-flight calls up to shutdown_grace_ms, then cancel the rest and stop
+ * the threads. Safe to call from any thread except the server's own.
+ */
+TRPC_API void trpc_server_shutdown(trpc_server *srv);
+
+/* Blocks until SIGINT or SIGTERM, then shuts down gracefully. Installs the
+ * signal mask itself; call it from the main thread after start. */
+TRPC_API int trpc_server_run_until_signal(trpc_server *srv);
+
+TRPC_API void trpc_server_free(trpc_server *srv);
+
+/* Runs `fn(arg)` on the worker pool (for handlers that defer work). */
+TRPC_API int trpc_server_submit(trpc_server *srv, void (*fn)(void *arg), void *arg);
+
+/* ------------------------------------------------------ standard services */
+
+/* grpc.health.v1.Health. Registers the service on `srv` (before start); the
+ * returned object belongs to the server. The server itself ("") starts
+ * SERVING; other services are unknown (NOT_FOUND) until set. */
+typedef struct trpc_health trpc_health;
+enum trpc_health_status {
+	TRPC_HEALTH_UNKNOWN = 0,
+	TRPC_HEALTH_SERVING = 1,
+	TRPC_HEALTH_NOT_SERVING = 2,
+	TRPC_HEALTH_SERVICE_UNKNOWN = 3
+};
+TRPC_API trpc_health *trpc_health_register(trpc_server *srv);
+/* Sets a service's status and notifies its watchers. Any thread. */
+TRPC_API int trpc_health_set(trpc_health *h, const char *service, int status);
+/* Sets every known service NOT_SERVING (used on shutdown). */
+TRPC_API void trpc_health_shutdown(trpc_health *h);
+
+/* grpc.reflection.v1 and v1alpha ServerReflectionInfo over serialized
+ * FileDescriptorSets (protoc --descriptor_set_out --include_imports). The
+ * buffers must outlive the server. */
+struct trpc_descriptor_set {
+	const uint8_t *data;
+	size_t len;
+};
+TRPC_API int trpc_reflection_register(trpc_server *srv, const struct trpc_descriptor_set *sets,
+				      size_t n_sets);
+
+/* Runs fn(arg) when the server is freed (for objects that belong to it). */
+TRPC_API int trpc_server_on_free(trpc_server *srv, void (*fn)(void *arg), void *arg);
+
+/* -------------------------------------------------------------- logging */
+
+enum trpc_log_level { TRPC_LOG_ERROR = 0, TRPC_LOG_WARN = 1, TRPC_LOG_INFO = 2, TRPC_LOG_DEBUG = 3 };
+TRPC_API void trpc_log_set_level(int level);
+TRPC_API void trpc_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TASKER_RPC_H */
