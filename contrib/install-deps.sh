@@ -1,0 +1,11 @@
+#!/bin/sh
+# Installs the Debian 12 packages needed to build tasker and run its tests.
+set -e
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+	build-essential autoconf automake libtool pkg-config git ca-certificates \
+	libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler libprotobuf-dev \
+	libssl-dev zlib1g-dev libinih-dev libcmocka-dev clang-format openssl \
+	python3 python3-grpcio python3-h2 python3-protobuf nghttp2-client \
+	golang-go golang-google-grpc-dev golang-github-golang-protobuf-1-5-dev dpkg-dev
