@@ -753,6 +753,14 @@ static void dispatch(struct conn *c, struct trpc_call *call, int type, uint8_t *
 	call_post(call, type, payload, len, wire, &c->loop->batch);
 }
 
+/* The work queue as a new call would see it: the pool plus what this loop
+ * has read in the current wake-up but not pushed yet. */
+static int overloaded(struct loop *l)
+{
+	struct pool *p = l->srv->pool;
+	return pool_overloaded(p) || pool_depth_hint(p) + l->batch.n >= pool_high_watermark(p);
+}
+
 static void on_request_headers(struct conn *c, struct trpc_call *call)
 {
 	struct trpc_server *srv = c->loop->srv;
@@ -778,7 +786,7 @@ static void on_request_headers(struct conn *c, struct trpc_call *call)
 				snprintf(msg, sz, known ? "unknown method %s" : "unknown service %s",
 					 p);
 			reject(call, 200, TRPC_STATUS_UNIMPLEMENTED, msg ? msg : "unknown method");
-		} else if (pool_overloaded(srv->pool) || atomic_load(&srv->shutting_down)) {
+		} else if (overloaded(c->loop) || atomic_load(&srv->shutting_down)) {
 			char pushback[16];
 			int n = snprintf(pushback, sizeof pushback, "%d", srv->cfg.retry_pushback_ms);
 			trpc_call_add_trailing_metadata(call, "grpc-retry-pushback-ms", pushback,

@@ -13,6 +13,7 @@ struct pool {
 	pthread_cond_t cv;
 	struct pool_task *head, *tail;
 	size_t depth;
+	atomic_size_t depth_hint; /* depth, readable without the lock */
 	size_t high, low;
 	int stopping;
 	atomic_int overloaded;
@@ -48,6 +49,7 @@ static void *worker_main(void *arg)
 		if (p->head == NULL)
 			p->tail = NULL;
 		p->depth--;
+		atomic_store_explicit(&p->depth_hint, p->depth, memory_order_relaxed);
 		int relieved = atomic_load(&p->overloaded) && p->depth < p->low;
 		if (relieved)
 			atomic_store(&p->overloaded, 0);
@@ -107,6 +109,7 @@ void pool_push_batch(struct pool *p, struct pool_task *head, struct pool_task *t
 		p->head = head;
 	p->tail = tail;
 	p->depth += n;
+	atomic_store_explicit(&p->depth_hint, p->depth, memory_order_relaxed);
 	int crossed = !atomic_load(&p->overloaded) && p->depth >= p->high;
 	if (crossed)
 		atomic_store(&p->overloaded, 1);
@@ -133,6 +136,16 @@ size_t pool_depth(struct pool *p)
 	size_t d = p->depth;
 	pthread_mutex_unlock(&p->mu);
 	return d;
+}
+
+size_t pool_depth_hint(struct pool *p)
+{
+	return atomic_load_explicit(&p->depth_hint, memory_order_relaxed);
+}
+
+size_t pool_high_watermark(struct pool *p)
+{
+	return p->high;
 }
 
 int pool_overloaded(struct pool *p)

@@ -31,6 +31,9 @@ void pool_push(struct pool *p, struct pool_task *t);
 /* Current queue depth and whether the high watermark is in force. */
 size_t pool_depth(struct pool *p);
 int pool_overloaded(struct pool *p);
+/* The depth without taking the lock (may be slightly stale). */
+size_t pool_depth_hint(struct pool *p);
+size_t pool_high_watermark(struct pool *p);
 
 /* 1 on one of this process's pool threads. */
 int pool_on_worker(void);

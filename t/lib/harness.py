@@ -128,7 +128,8 @@ class Server:
 
 
 def start_server(name, args, want_tls=False, timeout=20, env=None):
-    """Starts a program from the build tree and waits for its listeners."""
+    """Starts a program from the build tree and waits for its h2c listener
+    (or, with want_tls, its TLS listener)."""
     e = dict(os.environ)
     e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     if env:
@@ -141,7 +142,7 @@ def start_server(name, args, want_tls=False, timeout=20, env=None):
     deadline = time.time() + timeout
     with srv._cv:
         while True:
-            ready = srv.port is not None and (not want_tls or srv.tls_port is not None)
+            ready = srv.tls_port is not None if want_tls else srv.port is not None
             if ready:
                 break
             if proc.poll() is not None or time.time() > deadline:
