@@ -74,7 +74,7 @@ for arg in "$@"; do
     --force) FORCE=1 ;;
     --verify) VERIFY=1 ;;
     -h | --help)
-      sed -n '2,/^$/s/^# \{0,1\}//p' "$SCRIPT" >&2
+      sed -n '3,/^$/s/^# \{0,1\}//p' "$SCRIPT" >&2
       exit 0
       ;;
     *) die "unknown argument: $arg (try --help)" ;;
@@ -216,8 +216,8 @@ ensure_deb_src() {
 fetch_source() {
   local dl="$1" ver tree
   ver="$(dpkg-query -W -f='${source:Version}' golang-google-grpc-dev)"
-  # apt drops privileges to _apt for downloads; let it write here.
-  if id _apt >/dev/null 2>&1; then chown _apt "$dl"; fi
+  # As root, apt drops privileges to _apt for downloads; let it write here.
+  if ((EUID == 0)) && id _apt >/dev/null 2>&1; then chown _apt "$dl"; fi
   log "apt-get source $SRC_PKG=$ver"
   if ! (cd "$dl" && apt-get source -q "$SRC_PKG=$ver" >&2); then
     log "version $ver not available as source, taking the archive's current one"
