@@ -217,7 +217,8 @@ TRPC_API int trpc_call_send_ex(trpc_call *call, const ProtobufCMessage *msg, uns
 /* Ends the call with a status and optional message (UTF-8; percent-encoded
  * on the wire). Exactly once per call; it releases the handler's hold on
  * the call. Returns TRPC_ERR_CLOSED when the call had already ended (the
- * hold is released all the same). */
+ * hold is released all the same), TRPC_ERR_INVALID for a second finish
+ * (nothing happens). A status outside 0..16 is sent as UNKNOWN. */
 TRPC_API int trpc_call_finish(trpc_call *call, int status, const char *message);
 
 /* Response metadata. Initial metadata must be added before the first

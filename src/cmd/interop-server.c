@@ -46,6 +46,9 @@ extern const unsigned long interop_descriptor_set_len;
 
 #define UNUSED __attribute__((unused))
 
+/* SimpleResponse.server_id when asked for (pick_first_unary wants it stable). */
+#define SERVER_ID "tasker-interop-server"
+
 #define DEFAULT_HOST "127.0.0.1"
 #define DEFAULT_PORT 10000
 
@@ -354,6 +357,9 @@ static void on_unary_call(trpc_call *call, const ProtobufCMessage *msg, void *ud
 		goto fail;
 	}
 	resp.payload = &pl;
+	if (req->fill_server_id) {
+		resp.server_id = (char *)SERVER_ID;
+	}
 	if (compress) {
 		reply_want_compression(call, &r);
 	}

@@ -453,8 +453,15 @@ int trpc_call_send_ex(trpc_call *c, const ProtobufCMessage *msg, unsigned flags)
 
 int trpc_call_finish(trpc_call *c, int status, const char *message)
 {
-	if (c == NULL || status < 0 || status > 16)
+	if (c == NULL)
 		return TRPC_ERR_INVALID;
+	if (status < 0 || status > 16) {
+		/* Still release the hold; the client learns of the bug. */
+		trpc_log(TRPC_LOG_WARN, "%s: handler finished with invalid status %d", c->path,
+			 status);
+		status = TRPC_STATUS_UNKNOWN;
+		message = "handler returned an invalid status code";
+	}
 	pthread_mutex_lock(&c->mu);
 	if (c->handler_released) {
 		pthread_mutex_unlock(&c->mu);
