@@ -144,7 +144,7 @@ int call_add_md(struct trpc_call *c, const char *key, size_t klen, const char *v
 
 /* ------------------------------------------------------------------ events */
 
-int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len, size_t wire_len,
+int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len,
 	      struct call_batch *batch)
 {
 	struct call_ev *e = malloc(sizeof *e);
@@ -156,7 +156,6 @@ int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len, size_
 	e->type = type;
 	e->payload = payload;
 	e->len = len;
-	e->wire_len = wire_len;
 	int schedule = 0;
 	pthread_mutex_lock(&c->mu);
 	if (c->ev_tail != NULL)
@@ -186,14 +185,12 @@ int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len, size_
 	return 0;
 }
 
-static void credit(struct trpc_call *c, size_t wire_len)
+/* A received message has been taken by the handler; when none is left
+ * waiting, the I/O thread may reopen the flow-control window. */
+static void taken(struct trpc_call *c)
 {
-	if (wire_len == 0)
-		return;
-	pthread_mutex_lock(&c->mu);
-	c->consumed += wire_len;
-	pthread_mutex_unlock(&c->mu);
-	call_mark_dirty(c);
+	if (atomic_fetch_sub(&c->pending_msgs, 1) == 1)
+		call_mark_dirty(c);
 }
 
 static int handler_gone(struct trpc_call *c)
@@ -209,8 +206,9 @@ static void run_message(struct trpc_call *c, struct call_ev *e, void *ud)
 	const struct trpc_method *m = c->method->m;
 	if (m->handler != NULL) {
 		/* Unary and server streaming: decoded into the arena, lives as
-		 * long as the call. The bytes count as taken now. */
-		credit(c, e->wire_len);
+		 * long as the call. */
+		taken(c);
+		c->started = 1;
 		ProtobufCMessage *req =
 		    protobuf_c_message_unpack(m->request, &c->arena.pb, e->len, e->payload);
 		if (req == NULL) {
@@ -222,20 +220,20 @@ static void run_message(struct trpc_call *c, struct call_ev *e, void *ud)
 		return;
 	}
 	if (handler_gone(c)) {
-		credit(c, e->wire_len);
+		taken(c);
 		return;
 	}
 	ProtobufCMessage *msg = protobuf_c_message_unpack(m->request, NULL, e->len, e->payload);
 	if (msg == NULL) {
-		credit(c, e->wire_len);
+		taken(c);
 		call_fail(c, TRPC_STATUS_INTERNAL, "cannot parse a request message", NULL);
 		return;
 	}
 	if (m->stream.on_message != NULL)
 		m->stream.on_message(c, msg, ud);
 	protobuf_c_message_free_unpacked(msg, NULL);
-	/* Only now is the message taken: this reopens the window. */
-	credit(c, e->wire_len);
+	/* Only now is the message taken: this may reopen the window. */
+	taken(c);
 }
 
 static void run_event(struct trpc_call *c, struct call_ev *e)
@@ -243,13 +241,12 @@ static void run_event(struct trpc_call *c, struct call_ev *e)
 	const struct trpc_method *m = c->method->m;
 	void *ud = c->method->svc->ud;
 
-	if (c->cancel_delivered) {
-		credit(c, e->wire_len);
-		return;
-	}
-	if (atomic_load(&c->cancelled)) {
+	if (c->cancel_delivered || atomic_load(&c->cancelled)) {
+		if (e->type == CALL_EV_MESSAGE)
+			taken(c);
+		if (c->cancel_delivered)
+			return;
 		c->cancel_delivered = 1;
-		credit(c, e->wire_len);
 		if (!c->started) {
 			/* The handler never saw this call: release its hold here. */
 			c->started = 1;
@@ -266,8 +263,6 @@ static void run_event(struct trpc_call *c, struct call_ev *e)
 			m->stream.on_start(c, ud);
 		break;
 	case CALL_EV_MESSAGE:
-		if (m->handler != NULL)
-			c->started = 1;
 		run_message(c, e, ud);
 		break;
 	case CALL_EV_HALF_CLOSE:
@@ -338,7 +333,7 @@ int call_fail(struct trpc_call *c, int status, const char *msg, struct call_batc
 		return 0;
 	atomic_store(&c->cancelled, 1);
 	if (notify_handler)
-		call_post(c, CALL_EV_CANCEL, NULL, 0, 0, batch);
+		call_post(c, CALL_EV_CANCEL, NULL, 0, batch);
 	keepalive_remove_deadline(c->srv->ka, c);
 	call_mark_dirty(c);
 	return 1;
@@ -359,7 +354,7 @@ void call_stream_closed(struct trpc_call *c, int abnormal, struct call_batch *ba
 	if (abnormal || !was_finished) {
 		atomic_store(&c->cancelled, 1);
 		if (notify_handler)
-			call_post(c, CALL_EV_CANCEL, NULL, 0, 0, batch);
+			call_post(c, CALL_EV_CANCEL, NULL, 0, batch);
 	}
 	keepalive_remove_deadline(c->srv->ka, c);
 	call_unref(c); /* the stream's reference */

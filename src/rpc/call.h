@@ -50,7 +50,6 @@ struct call_ev {
 	int type;
 	uint8_t *payload; /* CALL_EV_MESSAGE: decompressed bytes (malloc'd) */
 	size_t len;
-	size_t wire_len; /* bytes of DATA this message took: credited back when taken */
 };
 
 struct trpc_call {
@@ -70,8 +69,11 @@ struct trpc_call {
 	const char *path;
 	int nmsgs;          /* request messages seen (unary: at most one) */
 	uint8_t *unary_payload; /* unary/server-streaming request, held until END_STREAM */
-	size_t unary_len, unary_wire;
-	size_t io_fed, io_handed; /* DATA bytes fed to the framer / handed on in messages */
+	size_t unary_len;
+	/* Flow control: DATA bytes received, and returned to the peer's window.
+	 * Bytes are returned only while no received message waits for the
+	 * handler (pending_msgs == 0), so a slow handler stops the sender. */
+	size_t io_fed, io_credited;
 	int reject_http;    /* early rejection decided while reading headers */
 	int reject_status;
 	const char *reject_msg;
@@ -105,7 +107,7 @@ struct trpc_call {
 	int handler_released;        /* trpc_call_finish called */
 	struct call_ev *ev_head, *ev_tail;
 	int scheduled;               /* the call is queued on or running in the pool */
-	size_t consumed;             /* bytes taken by the handler, not yet credited */
+	atomic_int pending_msgs;     /* messages received, not yet taken by the handler */
 	int deadline_hit;
 	atomic_int cancelled;
 
@@ -135,7 +137,7 @@ struct call_batch {
 	struct pool_task *head, *tail;
 	size_t n;
 };
-int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len, size_t wire_len,
+int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len,
 	      struct call_batch *batch);
 
 /* The runtime ends the call itself (bad input, deadline, shutdown): records

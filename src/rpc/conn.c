@@ -583,20 +583,35 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
 	return (ssize_t)copied;
 }
 
+/* Returns received bytes to the peer's window (stream and connection) when
+ * no message waits for the handler, or always with `force` (nobody will
+ * take them). Returns 1 if a WINDOW_UPDATE may be due. */
+static int credit_window_ex(struct conn *c, struct trpc_call *call, int force)
+{
+	if (call->io_fed == call->io_credited)
+		return 0;
+	if (!force && atomic_load(&call->pending_msgs) > 0)
+		return 0;
+	nghttp2_session_consume(c->h2, call->stream_id, call->io_fed - call->io_credited);
+	call->io_credited = call->io_fed;
+	return 1;
+}
+
+static int credit_window(struct conn *c, struct trpc_call *call)
+{
+	return credit_window_ex(c, call, 0);
+}
+
 void conn_process_call(struct conn *c, struct trpc_call *call)
 {
 	if (c->state == CONN_CLOSED || c->h2 == NULL) {
 		return;
 	}
+	if (credit_window(c, call))
+		loop_want_flush(c->loop, c);
 	pthread_mutex_lock(&call->mu);
-	size_t credit = call->consumed;
-	call->consumed = 0;
-	if (credit > 0)
-		nghttp2_session_consume(c->h2, call->stream_id, credit);
 	if (call->io_closed || call->status_sent) {
 		pthread_mutex_unlock(&call->mu);
-		if (credit > 0)
-			loop_want_flush(c->loop, c);
 		return;
 	}
 	int rv = 0;
@@ -742,7 +757,7 @@ static void io_fail(struct conn *c, struct trpc_call *call, int status, const ch
 }
 
 static void dispatch(struct conn *c, struct trpc_call *call, int type, uint8_t *payload,
-		     size_t len, size_t wire)
+		     size_t len)
 {
 	if (!call->dispatched) {
 		call->dispatched = 1;
@@ -750,7 +765,7 @@ static void dispatch(struct conn *c, struct trpc_call *call, int type, uint8_t *
 		if (call->deadline != INT64_MAX)
 			keepalive_add_deadline(c->loop->srv->ka, call);
 	}
-	call_post(call, type, payload, len, wire, &c->loop->batch);
+	call_post(call, type, payload, len, &c->loop->batch);
 }
 
 /* The work queue as a new call would see it: the pool plus what this loop
@@ -808,7 +823,7 @@ static void on_request_headers(struct conn *c, struct trpc_call *call)
 	}
 	const struct trpc_method *m = call->method->m;
 	if (m->handler == NULL)
-		dispatch(c, call, CALL_EV_START, NULL, 0, 0);
+		dispatch(c, call, CALL_EV_START, NULL, 0);
 	else if (call->deadline != INT64_MAX)
 		/* Unary calls are dispatched at END_STREAM, but their deadline
 		 * runs from now. */
@@ -819,7 +834,6 @@ static int on_message(void *ud, int compressed, uint8_t *payload, size_t len)
 {
 	struct trpc_call *call = ud;
 	struct conn *c = call->conn;
-	size_t wire = 5 + len;
 	if (compressed) {
 		if (call->req_encoding == CODEC_IDENTITY) {
 			free(payload);
@@ -855,12 +869,11 @@ static int on_message(void *ud, int compressed, uint8_t *payload, size_t len)
 		}
 		call->unary_payload = payload;
 		call->unary_len = len;
-		call->unary_wire = wire;
-		call->io_handed += wire;
+		atomic_fetch_add(&call->pending_msgs, 1);
 		return 0;
 	}
-	call->io_handed += wire;
-	dispatch(c, call, CALL_EV_MESSAGE, payload, len, wire);
+	atomic_fetch_add(&call->pending_msgs, 1);
+	dispatch(c, call, CALL_EV_MESSAGE, payload, len);
 	return 0;
 }
 
@@ -894,13 +907,15 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 		io_fail(c, call, TRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	}
 	if (rv != 0) {
-		/* Whatever was fed but not handed on in a message is credited
-		 * now: nobody will take it. */
-		nghttp2_session_consume(session, stream_id, call->io_fed - call->io_handed);
-		call->io_handed = call->io_fed;
+		/* The call is over: nobody will take what was received. */
+		credit_window_ex(c, call, 1);
 		codec_framer_clear(&call->framer);
 		codec_framer_init(&call->framer, 0);
+		return 0;
 	}
+	/* Partial messages are credited as they arrive (the framer bounds
+	 * them by max_recv_message_size); complete ones wait for the handler. */
+	credit_window(c, call);
 	return 0;
 }
 
@@ -923,10 +938,10 @@ static void on_remote_end(struct conn *c, struct trpc_call *call)
 		}
 		uint8_t *p = call->unary_payload;
 		call->unary_payload = NULL;
-		dispatch(c, call, CALL_EV_MESSAGE, p, call->unary_len, call->unary_wire);
+		dispatch(c, call, CALL_EV_MESSAGE, p, call->unary_len);
 		return;
 	}
-	dispatch(c, call, CALL_EV_HALF_CLOSE, NULL, 0, 0);
+	dispatch(c, call, CALL_EV_HALF_CLOSE, NULL, 0);
 }
 
 static void on_ping(struct conn *c, const nghttp2_frame *frame)
@@ -1023,15 +1038,13 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 	if (call == NULL)
 		return 0;
 	nghttp2_session_set_stream_user_data(session, stream_id, NULL);
-	if (call->unary_payload != NULL) {
-		/* Never dispatched: its bytes were never taken. */
-		nghttp2_session_consume(session, stream_id, call->unary_wire);
+	if (call->unary_payload != NULL) { /* never dispatched */
 		free(call->unary_payload);
 		call->unary_payload = NULL;
 	}
-	if (call->io_fed > call->io_handed) /* a partial message at the end */
-		nghttp2_session_consume(session, stream_id, call->io_fed - call->io_handed);
-	call->io_handed = call->io_fed;
+	/* Whatever the handler has not taken no longer holds the connection
+	 * window. */
+	credit_window_ex(c, call, 1);
 	if (call->io_prev != NULL)
 		call->io_prev->io_next = call->io_next;
 	else
