@@ -31,7 +31,7 @@ static void say_hello(trpc_call *call, const ProtobufCMessage *msg, void *ud)
 	reply.message = text;
 	int rv = trpc_call_send(call, &reply.base);
 	trpc_call_finish(call, rv == 0 ? TRPC_STATUS_OK : TRPC_STATUS_INTERNAL,
-			 rv == 0 ? NULL : trpc_strerror(rv));
+	                 rv == 0 ? NULL : trpc_strerror(rv));
 }
 
 static const struct trpc_method greeter_methods[] = {

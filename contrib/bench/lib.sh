@@ -7,6 +7,7 @@ SYS_PYTHON=/usr/bin/python3   # Debian's python (python3-grpcio lives there)
 BENCH_PIDS=()     # every process we started and must stop
 BENCH_TMP=""      # scratch directory, removed at exit unless BENCH_KEEP=1
 BENCH_KEEP=${BENCH_KEEP:-0}
+SERVER_PID="" SERVER_PORT=""   # set by start_server, read by its callers
 
 log() { printf '%s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -114,7 +115,7 @@ cpus_busy_ticks() {
 tree_fd_count() {
   local total=0 p n
   for p in $(tree_pids "$1"); do
-    n=$(ls "/proc/$p/fd" 2>/dev/null | wc -l) || continue
+    n=$(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l) || continue
     total=$((total + n))
   done
   echo "$total"
@@ -147,7 +148,9 @@ start_server() {
         # while ours fails to bind: still alive a moment later
         sleep 0.2
         if kill -0 "$pid" 2>/dev/null; then
+          # shellcheck disable=SC2034  # read by the scripts sourcing this file
           SERVER_PID=$pid
+          # shellcheck disable=SC2034
           SERVER_PORT=$port
           return 0
         fi

@@ -102,20 +102,39 @@ run_shape() {
              --log-file="$lat" "http://127.0.0.1:$port/helloworld.Greeter/SayHello")
   if ((!shown_cmd)); then
     log "h2load command (ports and paths vary per run):"
-    log "  ${cmd[*]}"
+    local a line=""
+    for a in "${cmd[@]}"; do
+      if [[ $a =~ [[:space:]] ]]; then line+=" '$a'"; else line+=" $a"; fi
+    done
+    log " $line"
     shown_cmd=1
   fi
-  local s0 s1 b0 b1 times_out
+  local s0 s1 b0 b1 times_out runner rc times_file=$BENCH_TMP/$tag.times
   rm -f "$lat"   # h2load appends to an existing log file
   s0=$(tree_cpu_ticks "$pid")
   b0=$(cpus_busy_ticks "$server_cpu" "$client_cpu")
-  # `times` in the subshell reports the CPU time of its child, h2load
-  if ! times_out=$( (timeout -k 5 $((warmup + duration + 60)) "${cmd[@]}" >"$out" 2>&1 && rc=0 || rc=$?; times; exit $rc) ); then
-    log "  $role $shape: h2load failed:"
+  # h2load runs in a background subshell so that this script can react to
+  # signals at once (a foreground child would delay the trap); `times` in
+  # that subshell then reports the CPU time of its reaped child, h2load.
+  (
+    trap 'kill -TERM "$child" 2>/dev/null; exit 143' TERM
+    timeout -k 5 $((warmup + duration + 60)) "${cmd[@]}" >"$out" 2>&1 &
+    child=$!
+    wait "$child" && rc=0 || rc=$?
+    times >"$times_file"
+    exit "$rc"
+  ) &
+  runner=$!
+  BENCH_PIDS+=("$runner")
+  wait "$runner" && rc=0 || rc=$?
+  forget_pid "$runner"
+  if ((rc != 0)); then
+    log "  $role $shape: h2load failed (exit status $rc):"
     tail -n 5 "$out" >&2
     failed=1
     return
   fi
+  times_out=$(<"$times_file")
   s1=$(tree_cpu_ticks "$pid")
   b1=$(cpus_busy_ticks "$server_cpu" "$client_cpu")
 
@@ -126,8 +145,9 @@ run_shape() {
   data_bytes=$(awk '/^traffic:/ {gsub(/[()]/, "", $(NF-1)); print $(NF-1)}' "$out")
   local stats n okrows mean_us p50 p99
   stats=$("$SYS_PYTHON" "$BENCH_DIR/h2log_stats.py" "$lat")
-  eval "$(tr ' ' '\n' <<<"$stats" | sed -n 's/^\(n\|ok\|mean_us\|p50_us\|p99_us\)=\([0-9]*\)$/h2_\1=\2/p')"
-  n=$h2_n okrows=$h2_ok mean_us=$h2_mean_us p50=$h2_p50_us p99=$h2_p99_us
+  read -r n okrows mean_us p50 p99 < <(awk '{
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      print v["n"], v["ok"], v["mean_us"], v["p50_us"], v["p99_us"] }' <<<"$stats")
 
   local cli_user cli_sys cli_ticks cli_pct srv_pct other_pct wall=$((warmup + duration))
   # second line of `times`: children's user and system time, e.g. "0m1.870s 0m1.380s"
@@ -141,12 +161,19 @@ run_shape() {
   other_pct=$(awk -v d=$((b1 - b0 - (s1 - s0) - cli_ticks)) -v hz="$clk_tck" -v w="$wall" \
     'BEGIN { v = 100 * d / hz / w; if (v < 0) v = 0; printf "%.0f", v }')
 
-  local errors=$((failed_n + errored + timeout_n + total - ok2xx + n - okrows))
+  # a request without a 2xx is an error; rows of the latency log without a
+  # 200 are the same requests seen from the log, so count the larger set
+  local non2xx=$((total - ok2xx)) badrows=$((n - okrows))
+  if ((badrows > non2xx)); then non2xx=$badrows; fi
+  local errors=$((failed_n + errored + timeout_n + non2xx))
   if ((succeeded == 0)); then errors=$((errors + 1)); fi
-  if ((errors)); then failed=1; fi
+  if ((errors)); then
+    failed=1
+    log "  error: $role $shape: $errors failed or non-2xx requests (use --keep to inspect $out)"
+  fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$role" "$shape" "$qps" "$p50" "$p99" \
     "$mean_us" "$srv_pct" "$cli_pct" "$other_pct" "$total" "$errors" >>"$results"
-  log "  $role $shape: $qps req/s  p50 ${p50}us  p99 ${p99}us  mean ${mean_us}us  (requests $total, 2xx $ok2xx, failed $failed_n, errored $errored, timeout $timeout_n; server cpu ${srv_pct}%, h2load cpu ${cli_pct}%, other ${other_pct}%)"
+  log "  $role $shape: $qps req/s  p50 ${p50}us  p99 ${p99}us  mean ${mean_us}us  (requests $total, 2xx $ok2xx, failed $failed_n, errored $errored, timeout $timeout_n, log rows $n/$okrows ok; server cpu ${srv_pct}%, h2load cpu ${cli_pct}%, other ${other_pct}%)"
   # h2load's traffic counters include the warm-up responses, its request
   # counters do not: every reply must be exactly one 18-byte message, so the
   # DATA total must be a multiple of 18 and cover at least the measured ones.
@@ -168,7 +195,7 @@ bench_server() {
   log "[$role] starting $bin $* on CPU $server_cpu"
   start_server "$role" "$server_cpu" "$bin" "$@"
   local pid=$SERVER_PID port=$SERVER_PORT
-  log "  $role: pid $pid, 127.0.0.1:$port, $(ls /proc/"$pid"/task | wc -l) threads"
+  log "  $role: pid $pid, 127.0.0.1:$port, $(find "/proc/$pid/task" -mindepth 1 -maxdepth 1 | wc -l) threads"
   if ! verify_grpc "$role" "$port" "$body"; then
     stop_server "$pid"
     die "$role failed the gRPC check; not benchmarking it"

@@ -89,38 +89,38 @@ enum trpc_client_auth {
  * by the config and released by trpc_server_config_clear().
  */
 struct trpc_server_config {
-	char *listen;        /* h2c listeners, comma separated host:port ("127.0.0.1:0", "[::1]:50051") */
-	char *tls_listen;    /* TLS listeners, same syntax; NULL = none */
-	char *tls_cert_file; /* PEM certificate chain (required with tls_listen) */
-	char *tls_key_file;  /* PEM private key */
-	char *tls_client_ca_file;     /* CA bundle for client certificates (mTLS) */
-	int tls_client_auth;          /* enum trpc_client_auth */
-	int io_threads;               /* 0 = one per online CPU */
-	int workers;                  /* worker pool size; 0 = one per online CPU */
-	int max_connections;          /* refuse beyond this many connections */
-	int max_concurrent_streams;   /* SETTINGS_MAX_CONCURRENT_STREAMS, default 200 */
-	int initial_window_size;      /* SETTINGS_INITIAL_WINDOW_SIZE, default 1 MiB */
-	int max_header_list_size;     /* default 8192; enforced */
-	int max_recv_message_size;    /* default 4 MiB */
-	int max_send_message_size;    /* default 4 MiB */
-	int max_outbound_bytes;       /* per call send queue bound before send() waits, default 4 MiB */
-	int keepalive_time_ms;        /* server PING interval on an idle connection; default 2 h; 0 = off */
-	int keepalive_timeout_ms;     /* PING ack timeout, default 20 s */
-	int min_ping_interval_ms;     /* ping-strike threshold, default 5 min */
-	int max_ping_strikes;         /* default 2 */
+	char *listen; /* h2c listeners, comma separated host:port ("127.0.0.1:0", "[::1]:50051") */
+	char *tls_listen;           /* TLS listeners, same syntax; NULL = none */
+	char *tls_cert_file;        /* PEM certificate chain (required with tls_listen) */
+	char *tls_key_file;         /* PEM private key */
+	char *tls_client_ca_file;   /* CA bundle for client certificates (mTLS) */
+	int tls_client_auth;        /* enum trpc_client_auth */
+	int io_threads;             /* 0 = one per online CPU */
+	int workers;                /* worker pool size; 0 = one per online CPU */
+	int max_connections;        /* refuse beyond this many connections */
+	int max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS, default 200 */
+	int initial_window_size;    /* SETTINGS_INITIAL_WINDOW_SIZE, default 1 MiB */
+	int max_header_list_size;   /* default 8192; enforced */
+	int max_recv_message_size;  /* default 4 MiB */
+	int max_send_message_size;  /* default 4 MiB */
+	int max_outbound_bytes; /* per call send queue bound before send() waits, default 4 MiB */
+	int keepalive_time_ms; /* server PING interval on an idle connection; default 2 h; 0 = off */
+	int keepalive_timeout_ms;           /* PING ack timeout, default 20 s */
+	int min_ping_interval_ms;           /* ping-strike threshold, default 5 min */
+	int max_ping_strikes;               /* default 2 */
 	int permit_keepalive_without_calls; /* accept client PINGs with no open stream */
-	int max_connection_idle_ms;   /* 0 = unlimited */
-	int max_connection_age_ms;    /* 0 = unlimited */
-	int max_connection_age_grace_ms; /* 0 = unlimited */
-	int handshake_timeout_ms;     /* preface + SETTINGS (and TLS handshake) deadline, default 10 s */
-	int shutdown_grace_ms;        /* in-flight calls get this long on shutdown, default 10 s */
-	int queue_high_watermark;     /* work-queue depth that stops reading, default 4096 */
-	int queue_low_watermark;      /* depth below which reading resumes, default 1024 */
-	int retry_pushback_ms;        /* hint sent with RESOURCE_EXHAUSTED when overloaded, default 100 */
-	int stream_reset_burst;       /* nghttp2 stream reset rate limit: burst, default 1000 */
-	int stream_reset_rate;        /* refill per second, default 33 */
-	int max_continuations;        /* nghttp2 CONTINUATION limit, default 8 */
-	char *log_level;              /* error, warn, info, debug; default info */
+	int max_connection_idle_ms;         /* 0 = unlimited */
+	int max_connection_age_ms;          /* 0 = unlimited */
+	int max_connection_age_grace_ms;    /* 0 = unlimited */
+	int handshake_timeout_ms; /* preface + SETTINGS (and TLS handshake) deadline, default 10 s */
+	int shutdown_grace_ms;    /* in-flight calls get this long on shutdown, default 10 s */
+	int queue_high_watermark; /* work-queue depth that stops reading, default 4096 */
+	int queue_low_watermark;  /* depth below which reading resumes, default 1024 */
+	int retry_pushback_ms;  /* hint sent with RESOURCE_EXHAUSTED when overloaded, default 100 */
+	int stream_reset_burst; /* nghttp2 stream reset rate limit: burst, default 1000 */
+	int stream_reset_rate;  /* refill per second, default 33 */
+	int max_continuations;  /* nghttp2 CONTINUATION limit, default 8 */
+	char *log_level;        /* error, warn, info, debug; default info */
 };
 
 TRPC_API void trpc_server_config_init(struct trpc_server_config *cfg);
@@ -133,7 +133,7 @@ TRPC_API void trpc_server_config_clear(struct trpc_server_config *cfg);
  * value (*why is static or owned by the config until the next call).
  */
 TRPC_API int trpc_server_config_set(struct trpc_server_config *cfg, const char *section,
-				    const char *key, const char *value, const char **why);
+                                    const char *key, const char *value, const char **why);
 
 /*
  * Loads settings in order of increasing precedence: the INI file at `path`
@@ -146,10 +146,10 @@ TRPC_API int trpc_server_config_set(struct trpc_server_config *cfg, const char *
  * by the config).
  */
 typedef int (*trpc_config_extra_fn)(void *ud, const char *section, const char *key,
-				    const char *value);
+                                    const char *value);
 TRPC_API int trpc_server_config_load(struct trpc_server_config *cfg, const char *path, int argc,
-				     char **argv, trpc_config_extra_fn extra, void *ud,
-				     const char **why);
+                                     char **argv, trpc_config_extra_fn extra, void *ud,
+                                     const char **why);
 
 /* ------------------------------------------------------------------ calls */
 
@@ -187,11 +187,11 @@ struct trpc_stream_ops {
 };
 
 struct trpc_method {
-	const char *name;                               /* method name, e.g. "UnaryCall" */
+	const char *name; /* method name, e.g. "UnaryCall" */
 	enum trpc_method_kind kind;
-	const ProtobufCMessageDescriptor *request;     /* required */
-	const ProtobufCMessageDescriptor *response;    /* required */
-	trpc_unary_fn handler;                          /* UNARY, SERVER_STREAMING */
+	const ProtobufCMessageDescriptor *request;  /* required */
+	const ProtobufCMessageDescriptor *response; /* required */
+	trpc_unary_fn handler;                      /* UNARY, SERVER_STREAMING */
 	/* CLIENT_STREAMING and BIDI_STREAMING use all four; with `handler`
 	 * set, only on_cancel is used (optional: to learn of cancellation). */
 	struct trpc_stream_ops stream;
@@ -225,9 +225,9 @@ TRPC_API int trpc_call_finish(trpc_call *call, int status, const char *message);
  * send; trailing metadata before finish. Keys ending in "-bin" carry raw
  * bytes (base64 on the wire). */
 TRPC_API int trpc_call_add_initial_metadata(trpc_call *call, const char *key, const void *value,
-					    size_t len);
-TRPC_API int trpc_call_add_trailing_metadata(trpc_call *call, const char *key,
-					     const void *value, size_t len);
+                                            size_t len);
+TRPC_API int trpc_call_add_trailing_metadata(trpc_call *call, const char *key, const void *value,
+                                             size_t len);
 
 /* Chooses the response compression ("identity", "gzip", "deflate"); must be
  * one the client accepts. Before the first send. */
@@ -238,11 +238,11 @@ TRPC_API int trpc_call_set_compression(trpc_call *call, const char *encoding);
 TRPC_API const char *trpc_call_metadata(const trpc_call *call, const char *key, size_t *len);
 TRPC_API size_t trpc_call_metadata_count(const trpc_call *call);
 TRPC_API int trpc_call_metadata_at(const trpc_call *call, size_t i, const char **key,
-				   const char **value, size_t *len);
+                                   const char **value, size_t *len);
 
-TRPC_API const char *trpc_call_method(const trpc_call *call);    /* "/pkg.Svc/Method" */
-TRPC_API const char *trpc_call_peer(const trpc_call *call);      /* "ipv4:1.2.3.4:5" */
-TRPC_API const char *trpc_call_identity(const trpc_call *call);  /* NULL when anonymous */
+TRPC_API const char *trpc_call_method(const trpc_call *call);   /* "/pkg.Svc/Method" */
+TRPC_API const char *trpc_call_peer(const trpc_call *call);     /* "ipv4:1.2.3.4:5" */
+TRPC_API const char *trpc_call_identity(const trpc_call *call); /* NULL when anonymous */
 TRPC_API int trpc_call_set_identity(trpc_call *call, const char *identity);
 TRPC_API const char *trpc_call_tls_peer_subject(const trpc_call *call); /* mTLS subject or NULL */
 /* Absolute deadline on CLOCK_MONOTONIC in ns; INT64_MAX when none. */
@@ -331,14 +331,19 @@ struct trpc_descriptor_set {
 	size_t len;
 };
 TRPC_API int trpc_reflection_register(trpc_server *srv, const struct trpc_descriptor_set *sets,
-				      size_t n_sets);
+                                      size_t n_sets);
 
 /* Runs fn(arg) when the server is freed (for objects that belong to it). */
 TRPC_API int trpc_server_on_free(trpc_server *srv, void (*fn)(void *arg), void *arg);
 
 /* -------------------------------------------------------------- logging */
 
-enum trpc_log_level { TRPC_LOG_ERROR = 0, TRPC_LOG_WARN = 1, TRPC_LOG_INFO = 2, TRPC_LOG_DEBUG = 3 };
+enum trpc_log_level {
+	TRPC_LOG_ERROR = 0,
+	TRPC_LOG_WARN = 1,
+	TRPC_LOG_INFO = 2,
+	TRPC_LOG_DEBUG = 3
+};
 TRPC_API void trpc_log_set_level(int level);
 TRPC_API void trpc_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -21,8 +21,8 @@ extern const unsigned long std_descriptor_set_len;
 static void usage(FILE *out)
 {
 	fprintf(out, "usage: taskerd [--config PATH] [--section.key=value ...]\n"
-		     "       taskerd --help | --version\n"
-		     "See taskerd.conf for every key; each is also TASKER_<SECTION>_<KEY>.\n");
+	             "       taskerd --help | --version\n"
+	             "See taskerd.conf for every key; each is also TASKER_<SECTION>_<KEY>.\n");
 }
 
 int main(int argc, char **argv)
@@ -45,7 +45,8 @@ int main(int argc, char **argv)
 			free(rest);
 			return 0;
 		}
-		if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) && i + 1 < argc) {
+		if ((strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) &&
+		    i + 1 < argc) {
 			config_path = argv[++i];
 			explicit_config = 1;
 		} else if (strncmp(argv[i], "--config=", 9) == 0) {
@@ -79,8 +80,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct trpc_descriptor_set sets[] = {{std_descriptor_set, std_descriptor_set_len}};
-	if (trpc_health_register(srv) == NULL ||
-	    trpc_reflection_register(srv, sets, 1) != 0) {
+	if (trpc_health_register(srv) == NULL || trpc_reflection_register(srv, sets, 1) != 0) {
 		fprintf(stderr, "taskerd: cannot register the standard services\n");
 		trpc_server_free(srv);
 		return 1;

@@ -13,7 +13,7 @@ struct arena_chunk {
 
 #define ARENA_ALIGN 16
 #define ARENA_CHUNK 4096
-#define HDR_SIZE ((sizeof(struct arena_chunk) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1))
+#define HDR_SIZE    ((sizeof(struct arena_chunk) + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1))
 
 static void *pb_alloc(void *data, size_t size)
 {

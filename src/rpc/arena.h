@@ -16,8 +16,8 @@ struct arena {
 	struct arena_chunk *chunks; /* malloc'd chunks, newest first */
 	char *ptr;                  /* free space in the current chunk */
 	size_t left;
-	ProtobufCAllocator pb;      /* protobuf-c allocator drawing from this arena */
-	char first[512];            /* first allocations come from here: no malloc */
+	ProtobufCAllocator pb; /* protobuf-c allocator drawing from this arena */
+	char first[512];       /* first allocations come from here: no malloc */
 };
 
 void arena_init(struct arena *a);

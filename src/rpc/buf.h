@@ -21,8 +21,14 @@ int buf_append(struct buf *b, const void *data, size_t len);
 /* Drops `n` bytes from the front (cheaply; compacts when it pays). */
 void buf_consume(struct buf *b, size_t n);
 /* Bytes not yet consumed. */
-static inline size_t buf_avail(const struct buf *b) { return b->len - b->off; }
-static inline uint8_t *buf_head(const struct buf *b) { return b->data + b->off; }
+static inline size_t buf_avail(const struct buf *b)
+{
+	return b->len - b->off;
+}
+static inline uint8_t *buf_head(const struct buf *b)
+{
+	return b->data + b->off;
+}
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
 

@@ -144,8 +144,7 @@ int call_add_md(struct trpc_call *c, const char *key, size_t klen, const char *v
 
 /* ------------------------------------------------------------------ events */
 
-int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len,
-	      struct call_batch *batch)
+int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len, struct call_batch *batch)
 {
 	struct call_ev *e = malloc(sizeof *e);
 	if (e == NULL) {
@@ -213,7 +212,7 @@ static void run_message(struct trpc_call *c, struct call_ev *e, void *ud)
 		    protobuf_c_message_unpack(m->request, &c->arena.pb, e->len, e->payload);
 		if (req == NULL) {
 			trpc_call_finish(c, TRPC_STATUS_INTERNAL,
-					 "cannot parse the request message");
+			                 "cannot parse the request message");
 			return;
 		}
 		m->handler(c, req, ud);
@@ -453,7 +452,7 @@ int trpc_call_finish(trpc_call *c, int status, const char *message)
 	if (status < 0 || status > 16) {
 		/* Still release the hold; the client learns of the bug. */
 		trpc_log(TRPC_LOG_WARN, "%s: handler finished with invalid status %d", c->path,
-			 status);
+		         status);
 		status = TRPC_STATUS_UNKNOWN;
 		message = "handler returned an invalid status code";
 	}
@@ -474,7 +473,7 @@ int trpc_call_finish(trpc_call *c, int status, const char *message)
 }
 
 static int add_resp_md(struct trpc_call *c, int trailing, const char *key, const void *value,
-		       size_t len)
+                       size_t len)
 {
 	if (c == NULL || key == NULL || (value == NULL && len > 0))
 		return TRPC_ERR_INVALID;
@@ -567,7 +566,7 @@ size_t trpc_call_metadata_count(const trpc_call *c)
 }
 
 int trpc_call_metadata_at(const trpc_call *c, size_t i, const char **key, const char **value,
-			  size_t *len)
+                          size_t *len)
 {
 	if (i >= c->n_md)
 		return TRPC_ERR_INVALID;

@@ -63,18 +63,18 @@ struct trpc_call {
 	struct trpc_call *io_prev, *io_next; /* the connection's open calls */
 	struct codec_framer framer;
 	size_t header_bytes;
-	int req_encoding;   /* enum codec_encoding */
+	int req_encoding; /* enum codec_encoding */
 	const char *accept_encoding;
 	size_t accept_encoding_len;
 	const char *path;
-	int nmsgs;          /* request messages seen (unary: at most one) */
+	int nmsgs;              /* request messages seen (unary: at most one) */
 	uint8_t *unary_payload; /* unary/server-streaming request, held until END_STREAM */
 	size_t unary_len;
 	/* Flow control: DATA bytes received, and returned to the peer's window.
 	 * Bytes are returned only while no received message waits for the
 	 * handler (pending_msgs == 0), so a slow handler stops the sender. */
 	size_t io_fed, io_credited;
-	int reject_http;    /* early rejection decided while reading headers */
+	int reject_http; /* early rejection decided while reading headers */
 	int reject_status;
 	const char *reject_msg;
 	unsigned io_closed : 1;     /* nghttp2 stream closed */
@@ -94,28 +94,28 @@ struct trpc_call {
 
 	/* ---- shared (mu) ---- */
 	pthread_mutex_t mu;
-	pthread_cond_t cv;           /* senders waiting for room */
+	pthread_cond_t cv; /* senders waiting for room */
 	struct out_msg *out_head, *out_tail;
-	size_t out_off;              /* bytes of out_head already given to nghttp2 */
-	size_t out_bytes;            /* bytes queued */
+	size_t out_off;   /* bytes of out_head already given to nghttp2 */
+	size_t out_bytes; /* bytes queued */
 	struct md *resp_md, *trail_md;
 	size_t n_resp_md, n_trail_md, cap_resp_md, cap_trail_md;
 	int resp_encoding;
-	int finished;                /* a status is set (by the handler or the runtime) */
+	int finished; /* a status is set (by the handler or the runtime) */
 	int finish_status;
-	char *finish_msg;            /* malloc'd */
-	int handler_released;        /* trpc_call_finish called */
+	char *finish_msg;     /* malloc'd */
+	int handler_released; /* trpc_call_finish called */
 	struct call_ev *ev_head, *ev_tail;
-	int scheduled;               /* the call is queued on or running in the pool */
-	atomic_int pending_msgs;     /* messages received, not yet taken by the handler */
+	int scheduled;           /* the call is queued on or running in the pool */
+	atomic_int pending_msgs; /* messages received, not yet taken by the handler */
 	int deadline_hit;
 	atomic_int cancelled;
 
 	/* ---- queue links ---- */
 	struct pool_task task;
 	struct trpc_call *dirty_next;
-	atomic_int dirty;     /* on its loop's dirty list */
-	size_t heap_idx;      /* deadline heap slot + 1; 0 when not in the heap */
+	atomic_int dirty; /* on its loop's dirty list */
+	size_t heap_idx;  /* deadline heap slot + 1; 0 when not in the heap */
 
 	/* ---- handler ---- */
 	struct arena arena;
@@ -138,7 +138,7 @@ struct call_batch {
 	size_t n;
 };
 int call_post(struct trpc_call *c, int type, uint8_t *payload, size_t len,
-	      struct call_batch *batch);
+              struct call_batch *batch);
 
 /* The runtime ends the call itself (bad input, deadline, shutdown): records
  * the status unless one is set, drops queued output, and cancels the

@@ -58,13 +58,13 @@ int codec_b64_decode(const char *in, size_t len, uint8_t *out, size_t *outlen);
 typedef int (*codec_msg_cb)(void *ud, int compressed, uint8_t *payload, size_t len);
 
 struct codec_framer {
-	size_t max_len;    /* largest accepted payload (as announced by the prefix) */
+	size_t max_len; /* largest accepted payload (as announced by the prefix) */
 	uint8_t hdr[5];
-	size_t hdr_have;   /* prefix bytes collected so far */
+	size_t hdr_have; /* prefix bytes collected so far */
 	int compressed;
 	uint8_t *payload;
-	size_t len;        /* announced payload length */
-	size_t have;       /* payload bytes collected so far */
+	size_t len;  /* announced payload length */
+	size_t have; /* payload bytes collected so far */
 };
 
 void codec_framer_init(struct codec_framer *f, size_t max_len);
@@ -78,7 +78,7 @@ void codec_framer_init(struct codec_framer *f, size_t max_len);
  * After an error the framer must only be cleared.
  */
 int codec_framer_feed(struct codec_framer *f, const uint8_t *data, size_t len, codec_msg_cb cb,
-		      void *ud);
+                      void *ud);
 /* 1 when no partial message is pending (a clean end of stream). */
 int codec_framer_idle(const struct codec_framer *f);
 void codec_framer_clear(struct codec_framer *f);
@@ -113,6 +113,6 @@ int codec_compress(int enc, const uint8_t *in, size_t len, struct buf *out);
  * TRPC_ERR_TOO_LARGE when the result would exceed `max`,
  * TRPC_ERR_ENCODING on corrupt input, TRPC_ERR_NOMEM. */
 int codec_decompress(int enc, const uint8_t *in, size_t len, size_t max, uint8_t **out,
-		     size_t *outlen);
+                     size_t *outlen);
 
 #endif

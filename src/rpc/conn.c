@@ -102,7 +102,7 @@ static int start_session(struct conn *c)
 		return TRPC_ERR_NOMEM;
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	nghttp2_option_set_stream_reset_rate_limit(opt, (uint64_t)srv->cfg.stream_reset_burst,
-						   (uint64_t)srv->cfg.stream_reset_rate);
+	                                           (uint64_t)srv->cfg.stream_reset_rate);
 	nghttp2_option_set_max_continuations(opt, (size_t)srv->cfg.max_continuations);
 	/* Client PINGs are counted against the ping-strike policy before nghttp2
 	 * answers them; nghttp2 still sends the ACKs itself. */
@@ -120,7 +120,7 @@ static int start_session(struct conn *c)
 		/* The connection window is not covered by SETTINGS; open it too so
 		 * one stream does not starve the others. */
 		rv = nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0,
-							   srv->cfg.initial_window_size * 4);
+		                                           srv->cfg.initial_window_size * 4);
 	return rv == 0 ? 0 : TRPC_ERR_NOMEM;
 }
 
@@ -153,7 +153,8 @@ int conn_accept(struct loop *l, int fd, const struct sockaddr_storage *sa, int t
 			goto fail;
 		c->state = CONN_PREFACE;
 	}
-	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP, .data.ptr = c};
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP,
+	                         .data.ptr = c};
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
 		goto fail;
 	registry_add(l, c);
@@ -305,7 +306,7 @@ void conn_on_readable(struct conn *c)
 		ssize_t rv = nghttp2_session_mem_recv(c->h2, l->rbuf, (size_t)n);
 		if (rv < 0) {
 			trpc_log(TRPC_LOG_INFO, "HTTP/2 error from %s: %s", c->peer,
-				 nghttp2_strerror((int)rv));
+			         nghttp2_strerror((int)rv));
 			/* nghttp2 has queued a GOAWAY where the protocol asks for
 			 * one: flush it, then close. */
 			c->close_after_flush = 1;
@@ -359,7 +360,8 @@ static int sock_write(struct conn *c)
 			}
 		} else {
 			ERR_clear_error();
-			int w = SSL_write(c->ssl, buf_head(&c->out), (int)(len > INT32_MAX ? INT32_MAX : len));
+			int w = SSL_write(c->ssl, buf_head(&c->out),
+			                  (int)(len > INT32_MAX ? INT32_MAX : len));
 			if (w <= 0) {
 				int err = SSL_get_error(c->ssl, w);
 				if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
@@ -438,7 +440,7 @@ void conn_goaway(struct conn *c, uint32_t error_code, const char *text, int grac
 	int32_t last = nghttp2_session_get_last_proc_stream_id(c->h2);
 	if (!c->goaway_sent || !graceful) {
 		nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, last, error_code,
-				      (const uint8_t *)text, tlen);
+		                      (const uint8_t *)text, tlen);
 		c->goaway_sent = 1;
 		atomic_store(&c->goaway_at, now_ns());
 	}
@@ -462,7 +464,7 @@ static void nv_add(struct nvbuf *b, const char *name, const char *value, size_t 
 	if (b->n == sizeof b->nv / sizeof b->nv[0])
 		return;
 	b->nv[b->n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), vlen,
-				     NGHTTP2_NV_FLAG_NONE};
+	                             NGHTTP2_NV_FLAG_NONE};
 }
 
 static void nv_add_owned(struct nvbuf *b, const char *name, char *value, size_t vlen)
@@ -483,7 +485,8 @@ static void nv_add_md(struct nvbuf *b, const struct md *md, size_t n)
 			char *enc = malloc(4 * ((md[i].len + 2) / 3) + 1);
 			if (enc == NULL)
 				continue;
-			size_t elen = codec_b64_encode((const uint8_t *)md[i].value, md[i].len, enc);
+			size_t elen =
+			    codec_b64_encode((const uint8_t *)md[i].value, md[i].len, enc);
 			nv_add_owned(b, md[i].key, enc, elen);
 		} else {
 			nv_add(b, md[i].key, md[i].value, md[i].len);
@@ -497,8 +500,8 @@ static void nv_free(struct nvbuf *b)
 		free(b->owned[i]);
 }
 
-static const char *status_digits[17] = {"0", "1", "2",  "3",  "4",  "5",  "6",  "7", "8",
-					"9", "10", "11", "12", "13", "14", "15", "16"};
+static const char *status_digits[17] = {"0", "1",  "2",  "3",  "4",  "5",  "6",  "7", "8",
+                                        "9", "10", "11", "12", "13", "14", "15", "16"};
 
 /* Adds grpc-status, grpc-message and trailing metadata (call->mu held). */
 static void nv_add_status(struct nvbuf *b, struct trpc_call *call)
@@ -529,14 +532,12 @@ static void nv_add_response_headers(struct nvbuf *b, struct trpc_call *call, int
 		const char *e = codec_encoding_name(call->resp_encoding);
 		nv_add(b, "grpc-encoding", e, strlen(e));
 	}
-	nv_add(b, "grpc-accept-encoding", CODEC_ACCEPT_ENCODING,
-	       sizeof CODEC_ACCEPT_ENCODING - 1);
+	nv_add(b, "grpc-accept-encoding", CODEC_ACCEPT_ENCODING, sizeof CODEC_ACCEPT_ENCODING - 1);
 	nv_add_md(b, call->resp_md, call->n_resp_md);
 }
 
-static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-			 size_t length, uint32_t *data_flags, nghttp2_data_source *source,
-			 void *user_data)
+static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+                         uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	struct trpc_call *call = source->ptr;
 	size_t copied = 0;
@@ -619,7 +620,8 @@ void conn_process_call(struct conn *c, struct trpc_call *call)
 		if (call->finished && call->out_head == NULL) {
 			/* Trailers-Only: one HEADERS frame with END_STREAM. */
 			struct nvbuf b = {0};
-			nv_add_response_headers(&b, call, call->reject_http ? call->reject_http : 200);
+			nv_add_response_headers(&b, call,
+			                        call->reject_http ? call->reject_http : 200);
 			nv_add_status(&b, call);
 			call->headers_sent = 1;
 			call->status_sent = 1;
@@ -629,7 +631,8 @@ void conn_process_call(struct conn *c, struct trpc_call *call)
 			struct nvbuf b = {0};
 			nv_add_response_headers(&b, call, 200);
 			call->headers_sent = 1;
-			nghttp2_data_provider prd = {.source.ptr = call, .read_callback = data_read};
+			nghttp2_data_provider prd = {.source.ptr = call,
+			                             .read_callback = data_read};
 			rv = nghttp2_submit_response(c->h2, call->stream_id, b.nv, b.n, &prd);
 			nv_free(&b);
 		}
@@ -640,7 +643,7 @@ void conn_process_call(struct conn *c, struct trpc_call *call)
 	pthread_mutex_unlock(&call->mu);
 	if (rv != 0)
 		trpc_log(TRPC_LOG_WARN, "cannot submit response on stream %d of %s: %s",
-			 call->stream_id, c->peer, nghttp2_strerror(rv));
+		         call->stream_id, c->peer, nghttp2_strerror(rv));
 	loop_want_flush(c->loop, c);
 }
 
@@ -680,7 +683,7 @@ static int header_is(const uint8_t *name, size_t namelen, const char *lit)
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
-		     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud)
 {
 	struct conn *c = ud;
 	struct trpc_server *srv = c->loop->srv;
@@ -712,7 +715,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 	}
 	if (header_is(name, namelen, "content-type")) {
 		call->ct_ok = valuelen >= 16 && memcmp(v, "application/grpc", 16) == 0 &&
-			      (valuelen == 16 || v[16] == '+' || v[16] == ';');
+		              (valuelen == 16 || v[16] == '+' || v[16] == ';');
 		return 0;
 	}
 	if (header_is(name, namelen, "te")) {
@@ -730,8 +733,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 			char *msg = arena_alloc(&call->arena, valuelen + 96);
 			if (msg != NULL)
 				snprintf(msg, valuelen + 96,
-					 "grpc-encoding \"%.*s\" is not supported; accepted: %s",
-					 (int)valuelen, v, CODEC_ACCEPT_ENCODING);
+				         "grpc-encoding \"%.*s\" is not supported; accepted: %s",
+				         (int)valuelen, v, CODEC_ACCEPT_ENCODING);
 			reject(call, 200, TRPC_STATUS_UNIMPLEMENTED,
 			       msg ? msg : "unsupported grpc-encoding");
 		}
@@ -756,8 +759,7 @@ static void io_fail(struct conn *c, struct trpc_call *call, int status, const ch
 	call_fail(call, status, msg, &c->loop->batch);
 }
 
-static void dispatch(struct conn *c, struct trpc_call *call, int type, uint8_t *payload,
-		     size_t len)
+static void dispatch(struct conn *c, struct trpc_call *call, int type, uint8_t *payload, size_t len)
 {
 	if (!call->dispatched) {
 		call->dispatched = 1;
@@ -794,20 +796,23 @@ static void on_request_headers(struct conn *c, struct trpc_call *call)
 		else if (call->method == NULL) {
 			const char *p = call->path ? call->path : "";
 			const char *slash = p[0] == '/' ? strchr(p + 1, '/') : NULL;
-			int known = slash != NULL && server_has_service(srv, p + 1, (size_t)(slash - p - 1));
+			int known = slash != NULL &&
+			            server_has_service(srv, p + 1, (size_t)(slash - p - 1));
 			size_t sz = strlen(p) + 64;
 			msg = arena_alloc(&call->arena, sz);
 			if (msg != NULL)
-				snprintf(msg, sz, known ? "unknown method %s" : "unknown service %s",
-					 p);
+				snprintf(msg, sz,
+				         known ? "unknown method %s" : "unknown service %s", p);
 			reject(call, 200, TRPC_STATUS_UNIMPLEMENTED, msg ? msg : "unknown method");
 		} else if (overloaded(c->loop) || atomic_load(&srv->shutting_down)) {
 			char pushback[16];
-			int n = snprintf(pushback, sizeof pushback, "%d", srv->cfg.retry_pushback_ms);
+			int n =
+			    snprintf(pushback, sizeof pushback, "%d", srv->cfg.retry_pushback_ms);
 			trpc_call_add_trailing_metadata(call, "grpc-retry-pushback-ms", pushback,
-							(size_t)n);
+			                                (size_t)n);
 			if (atomic_load(&srv->shutting_down))
-				reject(call, 200, TRPC_STATUS_UNAVAILABLE, "server is shutting down");
+				reject(call, 200, TRPC_STATUS_UNAVAILABLE,
+				       "server is shutting down");
 			else
 				reject(call, 200, TRPC_STATUS_RESOURCE_EXHAUSTED,
 				       "server overloaded; retry later");
@@ -819,7 +824,8 @@ static void on_request_headers(struct conn *c, struct trpc_call *call)
 	}
 	if (call->timeout_ns > 0) {
 		int64_t now = now_ns();
-		call->deadline = call->timeout_ns > INT64_MAX - now ? INT64_MAX : now + call->timeout_ns;
+		call->deadline =
+		    call->timeout_ns > INT64_MAX - now ? INT64_MAX : now + call->timeout_ns;
 	}
 	const struct trpc_method *m = call->method->m;
 	if (m->handler == NULL)
@@ -838,22 +844,22 @@ static int on_message(void *ud, int compressed, uint8_t *payload, size_t len)
 		if (call->req_encoding == CODEC_IDENTITY) {
 			free(payload);
 			io_fail(c, call, TRPC_STATUS_INTERNAL,
-				"compressed message without a grpc-encoding");
+			        "compressed message without a grpc-encoding");
 			return TRPC_ERR_PROTOCOL;
 		}
 		uint8_t *plain = NULL;
 		size_t plen = 0;
 		int rv = codec_decompress(call->req_encoding, payload, len,
-					  (size_t)c->loop->srv->cfg.max_recv_message_size, &plain,
-					  &plen);
+		                          (size_t)c->loop->srv->cfg.max_recv_message_size, &plain,
+		                          &plen);
 		free(payload);
 		if (rv != 0) {
 			io_fail(c, call,
-				rv == TRPC_ERR_TOO_LARGE ? TRPC_STATUS_RESOURCE_EXHAUSTED
-							 : TRPC_STATUS_INTERNAL,
-				rv == TRPC_ERR_TOO_LARGE
-				    ? "decompressed message larger than the server's limit"
-				    : "cannot decompress a request message");
+			        rv == TRPC_ERR_TOO_LARGE ? TRPC_STATUS_RESOURCE_EXHAUSTED
+			                                 : TRPC_STATUS_INTERNAL,
+			        rv == TRPC_ERR_TOO_LARGE
+			            ? "decompressed message larger than the server's limit"
+			            : "cannot decompress a request message");
 			return rv;
 		}
 		payload = plain;
@@ -864,7 +870,7 @@ static int on_message(void *ud, int compressed, uint8_t *payload, size_t len)
 		if (call->nmsgs > 1) {
 			free(payload);
 			io_fail(c, call, TRPC_STATUS_INTERNAL,
-				"more than one request message for a unary request");
+			        "more than one request message for a unary request");
 			return TRPC_ERR_PROTOCOL;
 		}
 		call->unary_payload = payload;
@@ -878,7 +884,7 @@ static int on_message(void *ud, int compressed, uint8_t *payload, size_t len)
 }
 
 static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t stream_id,
-			      const uint8_t *data, size_t len, void *ud)
+                              const uint8_t *data, size_t len, void *ud)
 {
 	struct conn *c = ud;
 	(void)flags;
@@ -899,7 +905,7 @@ static int on_data_chunk_recv(nghttp2_session *session, uint8_t flags, int32_t s
 	if (rv == TRPC_ERR_TOO_LARGE) {
 		char msg[96];
 		snprintf(msg, sizeof msg, "received message larger than max (%zu vs. %d)",
-			 call->framer.len, c->loop->srv->cfg.max_recv_message_size);
+		         call->framer.len, c->loop->srv->cfg.max_recv_message_size);
 		io_fail(c, call, TRPC_STATUS_RESOURCE_EXHAUSTED, msg);
 	} else if (rv == TRPC_ERR_PROTOCOL && !call->finished) {
 		io_fail(c, call, TRPC_STATUS_INTERNAL, "invalid message flags");
@@ -933,7 +939,8 @@ static void on_remote_end(struct conn *c, struct trpc_call *call)
 	}
 	if (call->method->m->handler != NULL) {
 		if (call->nmsgs == 0) {
-			io_fail(c, call, TRPC_STATUS_INTERNAL, "no request message for a unary request");
+			io_fail(c, call, TRPC_STATUS_INTERNAL,
+			        "no request message for a unary request");
 			return;
 		}
 		uint8_t *p = call->unary_payload;
@@ -960,7 +967,7 @@ static void on_ping(struct conn *c, const nghttp2_frame *frame)
 	int idle = atomic_load(&c->nstreams) == 0;
 	int too_soon = c->last_ping_recv != 0 && now - c->last_ping_recv < min;
 	if (too_soon || (idle && !srv->cfg.permit_keepalive_without_calls &&
-			 c->last_ping_recv != 0 && now - c->last_ping_recv < 2 * min))
+	                 c->last_ping_recv != 0 && now - c->last_ping_recv < 2 * min))
 		c->ping_strikes++;
 	c->last_ping_recv = now;
 	if (c->ping_strikes > srv->cfg.max_ping_strikes) {
@@ -1020,18 +1027,18 @@ static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, v
 			/* Our side is done but the client still sends: end the
 			 * stream so it stops (CANCEL when the deadline passed). */
 			uint32_t code = atomic_load(&call->cancelled) &&
-						call->finish_status == TRPC_STATUS_DEADLINE_EXCEEDED
-					    ? NGHTTP2_CANCEL
-					    : NGHTTP2_NO_ERROR;
+			                        call->finish_status == TRPC_STATUS_DEADLINE_EXCEEDED
+			                    ? NGHTTP2_CANCEL
+			                    : NGHTTP2_NO_ERROR;
 			nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id,
-						  code);
+			                          code);
 		}
 	}
 	return 0;
 }
 
 static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code,
-			   void *ud)
+                           void *ud)
 {
 	struct conn *c = ud;
 	struct trpc_call *call = nghttp2_session_get_stream_user_data(session, stream_id);
@@ -1055,7 +1062,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 	if (atomic_fetch_sub(&c->nstreams, 1) == 1)
 		atomic_store(&c->idle_since, now_ns());
 	/* Abnormal: the stream ended before our status went out, or by reset. */
-	int abnormal = !call->status_sent || (error_code != NGHTTP2_NO_ERROR && !call->remote_closed);
+	int abnormal =
+	    !call->status_sent || (error_code != NGHTTP2_NO_ERROR && !call->remote_closed);
 	call_stream_closed(call, abnormal, &c->loop->batch);
 	return 0;
 }

@@ -19,17 +19,13 @@ struct trpc_call;
 
 enum conn_state {
 	CONN_TLS_HANDSHAKE = 1,
-	CONN_PREFACE = 2,  /* waiting for the client preface and SETTINGS */
+	CONN_PREFACE = 2, /* waiting for the client preface and SETTINGS */
 	CONN_OPEN = 3,
 	CONN_CLOSED = 4
 };
 
 /* Flags the keepalive thread sets so it posts each action once. */
-enum conn_ka_flag {
-	KA_PING_POSTED = 0x1,
-	KA_GOAWAY_POSTED = 0x2,
-	KA_CLOSE_POSTED = 0x4
-};
+enum conn_ka_flag { KA_PING_POSTED = 0x1, KA_GOAWAY_POSTED = 0x2, KA_CLOSE_POSTED = 0x4 };
 
 struct conn {
 	atomic_int refs;
@@ -47,7 +43,7 @@ struct conn {
 	char *tls_subject;
 	struct trpc_call *calls; /* open calls (io list) */
 
-	unsigned want_write : 1; /* the socket said EAGAIN on write */
+	unsigned want_write : 1;   /* the socket said EAGAIN on write */
 	unsigned read_blocked : 1; /* readable but paused by backpressure */
 	unsigned tls_want_read_on_write : 1;
 	unsigned goaway_sent : 1;
@@ -59,12 +55,12 @@ struct conn {
 
 	/* read by the keepalive thread */
 	int64_t created;
-	atomic_llong last_read;     /* last time bytes arrived */
-	atomic_llong idle_since;    /* when the last stream closed; 0 while streams are open */
-	atomic_llong ping_sent;     /* keepalive PING in flight since; 0 = none */
-	atomic_llong goaway_at;     /* graceful GOAWAY sent at; 0 = not yet */
+	atomic_llong last_read;  /* last time bytes arrived */
+	atomic_llong idle_since; /* when the last stream closed; 0 while streams are open */
+	atomic_llong ping_sent;  /* keepalive PING in flight since; 0 = none */
+	atomic_llong goaway_at;  /* graceful GOAWAY sent at; 0 = not yet */
 	atomic_int nstreams;
-	atomic_int handshaken;      /* preface + SETTINGS received */
+	atomic_int handshaken; /* preface + SETTINGS received */
 	atomic_int ka_flags;
 };
 

@@ -61,7 +61,8 @@ static void sift_down(struct keepalive *k, size_t i)
 		size_t l = 2 * i + 1;
 		if (l >= k->len)
 			break;
-		size_t m = l + 1 < k->len && k->heap[l + 1]->deadline < k->heap[l]->deadline ? l + 1 : l;
+		size_t m =
+		    l + 1 < k->len && k->heap[l + 1]->deadline < k->heap[l]->deadline ? l + 1 : l;
 		if (k->heap[m]->deadline >= c->deadline)
 			break;
 		heap_set(k, i, k->heap[m]);
@@ -94,7 +95,8 @@ void keepalive_add_deadline(struct keepalive *k, struct trpc_call *c)
 		struct trpc_call **h = realloc(k->heap, cap * sizeof *h);
 		if (h == NULL) {
 			pthread_mutex_unlock(&k->mu);
-			trpc_log(TRPC_LOG_ERROR, "out of memory: a call's deadline is not enforced");
+			trpc_log(TRPC_LOG_ERROR,
+			         "out of memory: a call's deadline is not enforced");
 			return;
 		}
 		k->heap = h;
@@ -139,7 +141,7 @@ static void check_conn(struct keepalive *k, struct conn *c, int64_t now)
 	if (!atomic_load(&c->handshaken)) {
 		if (now - c->created > cfg->handshake_timeout_ms * ms)
 			post_once(c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_SETTINGS_TIMEOUT,
-				  "connection preface/SETTINGS timeout");
+			          "connection preface/SETTINGS timeout");
 		return;
 	}
 	int64_t ping = atomic_load(&c->ping_sent);
@@ -148,7 +150,7 @@ static void check_conn(struct keepalive *k, struct conn *c, int64_t now)
 		post_once(c, KA_PING_POSTED, LOOP_CMD_PING, 0, NULL);
 	if (ping != 0 && now - ping > cfg->keepalive_timeout_ms * ms)
 		post_once(c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_NO_ERROR,
-			  "keepalive ping not acknowledged");
+		          "keepalive ping not acknowledged");
 	int64_t idle = atomic_load(&c->idle_since);
 	if (cfg->max_connection_idle_ms > 0 && idle != 0 && atomic_load(&c->nstreams) == 0 &&
 	    now - idle > cfg->max_connection_idle_ms * ms)
@@ -156,10 +158,10 @@ static void check_conn(struct keepalive *k, struct conn *c, int64_t now)
 	if (cfg->max_connection_age_ms > 0 && now - c->created > cfg->max_connection_age_ms * ms)
 		post_once(c, KA_GOAWAY_POSTED, LOOP_CMD_GOAWAY, NGHTTP2_NO_ERROR, "max_age");
 	int64_t goaway = atomic_load(&c->goaway_at);
-	if (cfg->max_connection_age_ms > 0 && cfg->max_connection_age_grace_ms > 0 &&
-	    goaway != 0 && now - goaway > cfg->max_connection_age_grace_ms * ms)
+	if (cfg->max_connection_age_ms > 0 && cfg->max_connection_age_grace_ms > 0 && goaway != 0 &&
+	    now - goaway > cfg->max_connection_age_grace_ms * ms)
 		post_once(c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_NO_ERROR,
-			  "max_age grace period over");
+		          "max_age grace period over");
 }
 
 static void scan(struct keepalive *k, int64_t now)
@@ -201,7 +203,7 @@ static void *keepalive_main(void *arg)
 
 		for (size_t i = 0; i < nexp; i++) {
 			call_fail(expired[i], TRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded",
-				  NULL);
+			          NULL);
 			call_unref(expired[i]);
 		}
 		if (pressure || k->told_paused) {
@@ -209,8 +211,8 @@ static void *keepalive_main(void *arg)
 			if (over != k->told_paused) {
 				k->told_paused = over;
 				trpc_log(over ? TRPC_LOG_WARN : TRPC_LOG_INFO,
-					 over ? "work queue above high watermark: pausing reads"
-					      : "work queue below low watermark: resuming reads");
+				         over ? "work queue above high watermark: pausing reads"
+				              : "work queue below low watermark: resuming reads");
 				tell_loops(k, over ? LOOP_CMD_PAUSE : LOOP_CMD_RESUME);
 			}
 		}

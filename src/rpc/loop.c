@@ -115,8 +115,7 @@ static void wake(struct loop *l)
 	(void)n; /* EAGAIN means the counter is already non-zero: awake anyway */
 }
 
-void loop_post(struct loop *l, int type, struct conn *conn, uint32_t error_code,
-	       const char *text)
+void loop_post(struct loop *l, int type, struct conn *conn, uint32_t error_code, const char *text)
 {
 	struct loop_cmd *cmd = malloc(sizeof *cmd);
 	if (cmd == NULL) {
@@ -200,8 +199,8 @@ static void on_accept(struct loop *l, struct lsock *ls)
 	for (int i = 0; i < 64; i++) {
 		struct sockaddr_storage sa;
 		socklen_t salen = sizeof sa;
-		int fd = accept4(ls->fd, (struct sockaddr *)&sa, &salen,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd =
+		    accept4(ls->fd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -211,8 +210,9 @@ static void on_accept(struct loop *l, struct lsock *ls)
 		}
 		if (atomic_fetch_add(&srv->nconns, 1) >= srv->cfg.max_connections) {
 			atomic_fetch_sub(&srv->nconns, 1);
-			trpc_log(TRPC_LOG_WARN, "refusing a connection: max_connections (%d) reached",
-				 srv->cfg.max_connections);
+			trpc_log(TRPC_LOG_WARN,
+			         "refusing a connection: max_connections (%d) reached",
+			         srv->cfg.max_connections);
 			refuse(fd);
 			continue;
 		}

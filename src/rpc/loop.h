@@ -17,14 +17,14 @@ struct conn;
 struct trpc_server;
 
 enum loop_cmd_type {
-	LOOP_CMD_PING = 1,     /* send a keepalive PING on conn */
-	LOOP_CMD_GOAWAY = 2,   /* graceful GOAWAY on conn (reason in text) */
-	LOOP_CMD_CLOSE = 3,    /* GOAWAY with error and close conn */
-	LOOP_CMD_PAUSE = 4,    /* stop reading from sockets */
-	LOOP_CMD_RESUME = 5,   /* read again */
-	LOOP_CMD_DRAIN = 6,    /* shutdown: stop accepting, GOAWAY everything */
-	LOOP_CMD_CLOSE_ALL = 7,/* shutdown: close everything now */
-	LOOP_CMD_STOP = 8      /* leave the thread */
+	LOOP_CMD_PING = 1,      /* send a keepalive PING on conn */
+	LOOP_CMD_GOAWAY = 2,    /* graceful GOAWAY on conn (reason in text) */
+	LOOP_CMD_CLOSE = 3,     /* GOAWAY with error and close conn */
+	LOOP_CMD_PAUSE = 4,     /* stop reading from sockets */
+	LOOP_CMD_RESUME = 5,    /* read again */
+	LOOP_CMD_DRAIN = 6,     /* shutdown: stop accepting, GOAWAY everything */
+	LOOP_CMD_CLOSE_ALL = 7, /* shutdown: close everything now */
+	LOOP_CMD_STOP = 8       /* leave the thread */
 };
 
 struct loop_cmd {
@@ -32,7 +32,7 @@ struct loop_cmd {
 	int type;
 	struct conn *conn; /* referenced; NULL for loop-wide commands */
 	uint32_t error_code;
-	const char *text;  /* static */
+	const char *text; /* static */
 };
 
 struct loop {
@@ -60,8 +60,8 @@ struct loop {
 	struct call_batch batch; /* handler events to push to the pool */
 	unsigned char *rbuf;     /* read buffer shared by this loop's connections */
 	size_t rbuf_size;
-	int *lfds;               /* listening sockets, shared by all loops (EPOLLEXCLUSIVE) */
-	void **ltags;            /* their epoll tags */
+	int *lfds;    /* listening sockets, shared by all loops (EPOLLEXCLUSIVE) */
+	void **ltags; /* their epoll tags */
 	int nlfds;
 	int started;
 };
@@ -70,8 +70,7 @@ struct loop *loop_new(struct trpc_server *srv, int index, const char **why);
 int loop_add_listener(struct loop *l, int fd, int tls);
 int loop_start(struct loop *l);
 /* Queues a command (any thread). cmd is malloc'd; the loop frees it. */
-void loop_post(struct loop *l, int type, struct conn *conn, uint32_t error_code,
-	       const char *text);
+void loop_post(struct loop *l, int type, struct conn *conn, uint32_t error_code, const char *text);
 /* Adds a call to the dirty list (any thread); the caller has set c->dirty. */
 void loop_push_dirty(struct loop *l, struct trpc_call *c);
 /* Marks a connection for flushing at the end of the current wake-up. */

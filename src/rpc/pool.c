@@ -65,7 +65,7 @@ static void *worker_main(void *arg)
 }
 
 struct pool *pool_new(int nthreads, size_t high, size_t low,
-		      void (*on_pressure)(void *ud, int overloaded), void *ud, const char **why)
+                      void (*on_pressure)(void *ud, int overloaded), void *ud, const char **why)
 {
 	struct pool *p = calloc(1, sizeof *p);
 	if (p == NULL)

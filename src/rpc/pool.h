@@ -22,7 +22,7 @@ struct pool;
 /* on_pressure(ud, 1) when the queue depth reaches `high`, (ud, 0) when it
  * drops below `low` again. Called with no pool lock held. */
 struct pool *pool_new(int nthreads, size_t high, size_t low,
-		      void (*on_pressure)(void *ud, int overloaded), void *ud, const char **why);
+                      void (*on_pressure)(void *ud, int overloaded), void *ud, const char **why);
 
 /* Appends a batch (head..tail linked through ->next, n tasks). */
 void pool_push_batch(struct pool *p, struct pool_task *head, struct pool_task *tail, size_t n);

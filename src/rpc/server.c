@@ -71,7 +71,7 @@ static int table_insert(struct trpc_server *srv, struct method_entry *e)
 }
 
 const struct method_entry *server_find_method(const struct trpc_server *srv, const char *path,
-					      size_t len)
+                                              size_t len)
 {
 	if (srv->methods_cap == 0)
 		return NULL;
@@ -241,17 +241,18 @@ static int open_listener(const char *spec, int *port_out, const char **why)
 	char host[256], port[32];
 	if (split_hostport(spec, host, sizeof host, port, sizeof port) != 0) {
 		snprintf(server_why, sizeof server_why,
-			 "listen address \"%s\": expected host:port or [v6]:port", spec);
+		         "listen address \"%s\": expected host:port or [v6]:port", spec);
 		*why = server_why;
 		return -1;
 	}
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *res;
 	int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
 	if (gai != 0) {
 		snprintf(server_why, sizeof server_why, "listen address \"%s\": %s", spec,
-			 gai_strerror(gai));
+		         gai_strerror(gai));
 		*why = server_why;
 		return -1;
 	}
@@ -268,7 +269,7 @@ static int open_listener(const char *spec, int *port_out, const char **why)
 	socklen_t salen = sizeof sa;
 	getsockname(fd, (struct sockaddr *)&sa, &salen);
 	*port_out = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
-						   : ((struct sockaddr_in *)&sa)->sin_port);
+	                                           : ((struct sockaddr_in *)&sa)->sin_port);
 	freeaddrinfo(res);
 	return fd;
 fail_sys:
@@ -289,8 +290,7 @@ static int add_listeners(trpc_server *srv, const char *specs, int tls, const cha
 		return TRPC_ERR_NOMEM;
 	char *save = NULL;
 	for (char *tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
-		struct listener_set *v =
-		    realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *v);
+		struct listener_set *v = realloc(srv->listeners, (srv->nlisteners + 1) * sizeof *v);
 		if (v == NULL) {
 			free(copy);
 			return TRPC_ERR_NOMEM;
@@ -339,7 +339,7 @@ static void raise_nofile(void)
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
 			trpc_log(TRPC_LOG_DEBUG, "RLIMIT_NOFILE raised to %llu",
-				 (unsigned long long)rl.rlim_cur);
+			         (unsigned long long)rl.rlim_cur);
 	}
 }
 
@@ -366,7 +366,7 @@ int trpc_server_start(trpc_server *srv, const char **why)
 	if (srv->ka == NULL)
 		goto out;
 	srv->pool = pool_new(cfg->workers, (size_t)cfg->queue_high_watermark,
-			     (size_t)cfg->queue_low_watermark, keepalive_pressure, srv->ka, why);
+	                     (size_t)cfg->queue_low_watermark, keepalive_pressure, srv->ka, why);
 	if (srv->pool == NULL)
 		goto out;
 	if ((rv = add_listeners(srv, cfg->listen, 0, why)) != 0)
@@ -392,7 +392,7 @@ int trpc_server_start(trpc_server *srv, const char **why)
 		srv->nloops = i + 1;
 		for (size_t j = 0; j < srv->nlisteners; j++)
 			if ((rv = loop_add_listener(srv->loops[i], srv->listeners[j].fds[0],
-						    srv->listeners[j].tls)) != 0) {
+			                            srv->listeners[j].tls)) != 0) {
 				*why = "cannot watch a listening socket";
 				goto out;
 			}
@@ -408,7 +408,7 @@ int trpc_server_start(trpc_server *srv, const char **why)
 		}
 	srv->started = 1;
 	trpc_log(TRPC_LOG_INFO, "serving with %d I/O threads and %d workers", srv->nloops,
-		 cfg->workers);
+	         cfg->workers);
 	rv = 0;
 out:
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -427,8 +427,7 @@ static void sleep_ms(int ms)
 
 static void wait_for(trpc_server *srv, int64_t until)
 {
-	while (now_ns() < until &&
-	       (atomic_load(&srv->nconns) > 0 || atomic_load(&srv->ncalls) > 0))
+	while (now_ns() < until && (atomic_load(&srv->nconns) > 0 || atomic_load(&srv->ncalls) > 0))
 		sleep_ms(10);
 }
 
@@ -442,7 +441,7 @@ void trpc_server_shutdown(trpc_server *srv)
 	wait_for(srv, now_ns() + (int64_t)srv->cfg.shutdown_grace_ms * 1000000);
 	if (atomic_load(&srv->nconns) > 0) {
 		trpc_log(TRPC_LOG_WARN, "grace period over: closing %d connections",
-			 atomic_load(&srv->nconns));
+		         atomic_load(&srv->nconns));
 		for (int i = 0; i < srv->nloops; i++)
 			loop_post(srv->loops[i], LOOP_CMD_CLOSE_ALL, NULL, 0, NULL);
 	}

@@ -27,9 +27,9 @@ struct method_entry {
 
 struct listener_set {
 	int tls;
-	char *spec;  /* "host:port" as configured */
-	int port;    /* bound port */
-	int *fds;    /* one SO_REUSEPORT socket per loop */
+	char *spec; /* "host:port" as configured */
+	int port;   /* bound port */
+	int *fds;   /* one SO_REUSEPORT socket per loop */
 	int nfds;
 };
 
@@ -58,9 +58,9 @@ struct trpc_server {
 	struct listener_set *listeners;
 	size_t nlisteners;
 
-	atomic_int nconns;      /* open connections, for max_connections */
-	atomic_long ncalls;     /* calls alive (for graceful shutdown) */
-	atomic_uint next_loop;  /* round robin for anything assigned centrally */
+	atomic_int nconns;     /* open connections, for max_connections */
+	atomic_long ncalls;    /* calls alive (for graceful shutdown) */
+	atomic_uint next_loop; /* round robin for anything assigned centrally */
 	atomic_int shutting_down;
 	int started;
 
@@ -69,7 +69,7 @@ struct trpc_server {
 
 /* Finds the method for a :path, or NULL. Safe from any thread after start. */
 const struct method_entry *server_find_method(const struct trpc_server *srv, const char *path,
-					      size_t len);
+                                              size_t len);
 /* 1 when a service of that name (the part of path between '/' and '/') exists. */
 int server_has_service(const struct trpc_server *srv, const char *name, size_t len);
 

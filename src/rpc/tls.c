@@ -20,7 +20,7 @@ static const char *ssl_error(const char *what, const char *file)
 
 /* ALPN: gRPC runs on h2 only; anything else fails the handshake. */
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-		       const unsigned char *in, unsigned int inlen, void *arg)
+                       const unsigned char *in, unsigned int inlen, void *arg)
 {
 	(void)ssl;
 	(void)arg;
@@ -51,9 +51,9 @@ SSL_CTX *tls_server_ctx_new(const struct trpc_server_config *cfg, const char **w
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-				     SSL_OP_CIPHER_SERVER_PREFERENCE);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-				  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	                             SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	                          SSL_MODE_RELEASE_BUFFERS);
 	/* HTTP/2 (RFC 9113, 9.2.2) forbids the weak TLS 1.2 suites. */
 	SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
 	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert_file) != 1) {
