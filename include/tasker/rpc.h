@@ -336,6 +336,166 @@ TRPC_API int trpc_reflection_register(trpc_server *srv, const struct trpc_descri
 /* Runs fn(arg) when the server is freed (for objects that belong to it). */
 TRPC_API int trpc_server_on_free(trpc_server *srv, void (*fn)(void *arg), void *arg);
 
+/* ------------------------------------------------------------------ client */
+
+/*
+ * A channel: calls to one service spread over one or more endpoints
+ * ("host:port,host:port", or "name:port" resolving to several addresses).
+ * Each endpoint (subchannel) connects lazily, reconnects with exponential
+ * backoff, sends keepalive PINGs, honours GOAWAY, and has a circuit
+ * breaker. One I/O thread per channel runs the connections; the call API
+ * below is usable from any thread.
+ */
+typedef struct trpc_channel trpc_channel;
+typedef struct trpc_ccall trpc_ccall;
+
+enum trpc_lb_policy {
+	TRPC_LB_ROUND_ROBIN = 1,
+	TRPC_LB_LEAST_LOADED = 2, /* fewest calls in flight */
+	TRPC_LB_RANDOM = 3
+};
+
+enum trpc_circuit_state {
+	TRPC_CIRCUIT_CLOSED = 0,
+	TRPC_CIRCUIT_OPEN = 1,
+	TRPC_CIRCUIT_HALF_OPEN = 2
+};
+
+struct trpc_channel_config {
+	const char *target; /* required: "host:port[,host:port...]" ("[v6]:port" too) */
+	int lb_policy;      /* enum trpc_lb_policy; default round robin */
+	/* TLS: use_tls with verification on by default (ca_file or the system
+	 * store); server_name overrides the name checked and sent as SNI. */
+	int use_tls;
+	const char *ca_file;
+	const char *server_name;
+	int insecure_skip_verify;     /* for tests only */
+	const char *client_cert_file; /* mTLS */
+	const char *client_key_file;
+	int connect_timeout_ms;           /* default 20 s */
+	int reconnect_initial_backoff_ms; /* default 1 s */
+	int reconnect_max_backoff_ms;     /* default 120 s */
+	int keepalive_time_ms;            /* 0 = no client PINGs (default) */
+	int keepalive_timeout_ms;         /* default 20 s */
+	/* circuit breaker, per endpoint */
+	int failure_threshold;   /* consecutive failures that open it; default 5 */
+	int open_timeout_ms;     /* default 30 s */
+	int half_open_max_calls; /* probes let through when half-open; default 3 */
+	int success_threshold;   /* successes that close it again; default 2 */
+	/* retries (unary and server-streaming calls, before any response) */
+	int max_retries;           /* default 3; 0 disables */
+	int initial_backoff_ms;    /* default 100 */
+	double backoff_multiplier; /* default 2.0 */
+	int max_backoff_ms;        /* default 10 s */
+	uint32_t retry_codes;      /* bit (1u << status); default UNAVAILABLE */
+	/* credentials and defaults for every call */
+	const char *bearer_token;   /* "authorization: Bearer <token>" */
+	const char *api_key_header; /* e.g. "x-api-key" */
+	const char *api_key;
+	const char *compression;   /* request compression: "gzip", "deflate" or NULL */
+	int max_recv_message_size; /* default 4 MiB */
+	const char *user_agent;
+};
+
+/* Fills the defaults (target left NULL). */
+TRPC_API void trpc_channel_config_init(struct trpc_channel_config *cfg);
+
+/* Creates a channel (copies what it needs from cfg). NULL and *why set
+ * (thread-local text) on a bad target, unreadable TLS files, ... */
+TRPC_API trpc_channel *trpc_channel_new(const struct trpc_channel_config *cfg, const char **why);
+/* Cancels outstanding calls (their on_close runs with CANCELLED), closes
+ * the connections and stops the thread. Not from a channel callback. */
+TRPC_API void trpc_channel_free(trpc_channel *ch);
+
+struct trpc_md {
+	const char *key; /* lower case; "-bin" keys carry raw bytes */
+	const void *value;
+	size_t len;
+};
+
+/* The end of a call as the client sees it. */
+struct trpc_call_status {
+	int code;                 /* enum trpc_status */
+	char *message;            /* decoded grpc-message, or a local reason; malloc'd */
+	struct trpc_md *trailers; /* trailing metadata (values NUL terminated) */
+	size_t n_trailers;
+	int retry_pushback_ms; /* grpc-retry-pushback-ms, -1 when absent */
+};
+TRPC_API void trpc_call_status_clear(struct trpc_call_status *st);
+
+struct trpc_call_options {
+	int64_t timeout_ms;             /* deadline from now; 0 = none */
+	const struct trpc_md *metadata; /* extra request metadata */
+	size_t n_metadata;
+	const char *compression; /* overrides the channel's; "identity" for none */
+	const char *traceparent; /* W3C trace context, propagated when set */
+	const char *trace_id;    /* sent as x-trace-id when set */
+	int no_retry;            /* this call is never retried */
+};
+
+/*
+ * Blocking unary call. On return *resp is the decoded response (caller
+ * frees with protobuf_c_message_free_unpacked(resp, NULL)) when st->code is
+ * OK, else NULL. Returns st->code (>= 0) or a negative enum trpc_error for
+ * misuse. Never call it from a channel callback.
+ */
+TRPC_API int trpc_unary(trpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                        const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                        const struct trpc_call_options *opts, struct trpc_call_status *st);
+
+/*
+ * Streaming (and asynchronous unary) calls. Callbacks run on the channel's
+ * I/O thread and must not block; `msg` is freed when on_message returns.
+ * on_close runs exactly once. trpc_ccall_start returns a reference that
+ * belongs to the caller: release it with trpc_ccall_unref when done with
+ * the call (before or after on_close; the call lives until both happened).
+ */
+struct trpc_ccall_ops {
+	void (*on_headers)(trpc_ccall *call, void *ud);
+	void (*on_message)(trpc_ccall *call, const ProtobufCMessage *msg, void *ud);
+	void (*on_close)(trpc_ccall *call, const struct trpc_call_status *st, void *ud);
+};
+
+/* Starts a call. `first` (may be NULL) is sent as the first message and,
+ * with TRPC_START_HALF_CLOSE, also closes the sending side (unary and
+ * server streaming): such calls can be retried. NULL on misuse (*why). */
+#define TRPC_START_HALF_CLOSE 0x1u
+TRPC_API trpc_ccall *trpc_ccall_start(trpc_channel *ch, const char *method,
+                                      const ProtobufCMessageDescriptor *resp_desc,
+                                      const ProtobufCMessage *first, unsigned flags,
+                                      const struct trpc_call_options *opts,
+                                      const struct trpc_ccall_ops *ops, void *ud, const char **why);
+/* Queues a message (any thread). TRPC_ERR_CLOSED after close/half-close. */
+TRPC_API int trpc_ccall_send(trpc_ccall *call, const ProtobufCMessage *msg);
+/* Half-closes the sending side. */
+TRPC_API int trpc_ccall_close_send(trpc_ccall *call);
+/* Cancels: RST_STREAM(CANCEL), on_close with CANCELLED. Any thread. */
+TRPC_API void trpc_ccall_cancel(trpc_ccall *call);
+/* Response initial metadata (valid from on_headers on). */
+TRPC_API const char *trpc_ccall_header(const trpc_ccall *call, const char *key, size_t *len);
+/* The endpoint the call went to ("127.0.0.1:50051"), once known. */
+TRPC_API const char *trpc_ccall_endpoint(const trpc_ccall *call);
+TRPC_API void trpc_ccall_ref(trpc_ccall *call);
+TRPC_API void trpc_ccall_unref(trpc_ccall *call);
+
+/* Per-channel counters, readable at any time. */
+struct trpc_channel_metrics {
+	uint64_t calls_started, calls_succeeded, calls_failed;
+	uint64_t latency_us_sum, latency_count;
+	uint64_t retries;
+	uint64_t circuit_opened, circuit_half_opened, circuit_closed;
+	uint64_t connects, connect_failures;
+};
+TRPC_API void trpc_channel_metrics(trpc_channel *ch, struct trpc_channel_metrics *m);
+
+/* Diagnostics: endpoints in target order. */
+TRPC_API size_t trpc_channel_endpoint_count(trpc_channel *ch);
+TRPC_API const char *trpc_channel_endpoint_name(trpc_channel *ch, size_t i);
+TRPC_API int trpc_channel_endpoint_circuit(trpc_channel *ch,
+                                           size_t i); /* enum trpc_circuit_state */
+TRPC_API int trpc_channel_endpoint_connected(trpc_channel *ch, size_t i);
+TRPC_API uint64_t trpc_channel_endpoint_calls(trpc_channel *ch, size_t i); /* calls sent there */
+
 /* -------------------------------------------------------------- logging */
 
 enum trpc_log_level {

@@ -91,3 +91,46 @@ fail:
 	SSL_CTX_free(ctx);
 	return NULL;
 }
+
+SSL_CTX *tls_client_ctx_new(const struct trpc_channel_config *cfg, const char **why)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (ctx == NULL) {
+		*why = ssl_error("cannot create TLS context", NULL);
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	static const unsigned char alpn[] = {2, 'h', '2'};
+	SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);
+	if (cfg->ca_file != NULL) {
+		if (SSL_CTX_load_verify_locations(ctx, cfg->ca_file, NULL) != 1) {
+			*why = ssl_error("cannot load CA file", cfg->ca_file);
+			goto fail;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		*why = ssl_error("cannot load the system CA store", NULL);
+		goto fail;
+	}
+	SSL_CTX_set_verify(ctx, cfg->insecure_skip_verify ? SSL_VERIFY_NONE : SSL_VERIFY_PEER,
+	                   NULL);
+	if (cfg->client_cert_file != NULL || cfg->client_key_file != NULL) {
+		if (cfg->client_cert_file == NULL || cfg->client_key_file == NULL) {
+			*why = "mTLS needs both client_cert_file and client_key_file";
+			goto fail;
+		}
+		if (SSL_CTX_use_certificate_chain_file(ctx, cfg->client_cert_file) != 1) {
+			*why = ssl_error("cannot load client certificate", cfg->client_cert_file);
+			goto fail;
+		}
+		if (SSL_CTX_use_PrivateKey_file(ctx, cfg->client_key_file, SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(ctx) != 1) {
+			*why = ssl_error("cannot load client key", cfg->client_key_file);
+			goto fail;
+		}
+	}
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}

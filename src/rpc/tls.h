@@ -8,8 +8,13 @@
 #include <openssl/ssl.h>
 
 struct trpc_server_config;
+struct trpc_channel_config;
 
 /* Returns a context or NULL with *why set (a static or thread-local string). */
 SSL_CTX *tls_server_ctx_new(const struct trpc_server_config *cfg, const char **why);
+
+/* Client context: ALPN h2, peer verification unless insecure_skip_verify,
+ * optional client certificate. The host name is checked per connection. */
+SSL_CTX *tls_client_ctx_new(const struct trpc_channel_config *cfg, const char **why);
 
 #endif
