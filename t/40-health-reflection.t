@@ -8,6 +8,7 @@ their package, "grpc", is also the name of the grpcio module.
 """
 import importlib.util
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -253,8 +254,27 @@ def reflection_checks(ver):
 for v in REFLECTION_VERSIONS:
     reflection_checks(v)
 
-channel.close()
+# A watcher hears NOT_SERVING when the server starts shutting down, before
+# the connection goes away.
+watcher = watch(health_pb.HealthCheckRequest(service=""), timeout=30)
+seen = [next(watcher).status]
 tap.ok(server.alive(), "interop-server still running", server.log())
+server.proc.send_signal(signal.SIGTERM)
+
+
+def watch_sees_not_serving():
+    try:
+        for r in watcher:
+            seen.append(r.status)
+            if r.status == Status.NOT_SERVING:
+                return None
+    except grpc.RpcError as e:
+        return "stream ended (%s) after %s without NOT_SERVING" % (e.code(), seen)
+    return "stream ended after %s without NOT_SERVING" % seen
+
+
+tap.check("health Watch sees NOT_SERVING when the server shuts down", watch_sees_not_serving)
+channel.close()
 rc = server.stop()
 tap.ok(rc == 0, "interop-server exits 0 on SIGTERM", "exit status %s\n%s" % (rc, server.log()))
 tap.done()

@@ -318,9 +318,12 @@ enum trpc_health_status {
 	TRPC_HEALTH_SERVICE_UNKNOWN = 3
 };
 TRPC_API trpc_health *trpc_health_register(trpc_server *srv);
-/* Sets a service's status and notifies its watchers. Any thread. */
+/* Sets a service's status and notifies its watchers. Any thread.
+ * TRPC_ERR_INVALID for SERVICE_UNKNOWN, TRPC_ERR_CLOSED after shutdown. */
 TRPC_API int trpc_health_set(trpc_health *h, const char *service, int status);
-/* Sets every known service NOT_SERVING (used on shutdown). */
+/* Sets every known service NOT_SERVING and freezes the statuses (later
+ * trpc_health_set calls return TRPC_ERR_CLOSED). trpc_health_register
+ * arranges for this to run when the server starts shutting down. */
 TRPC_API void trpc_health_shutdown(trpc_health *h);
 
 /* grpc.reflection.v1 and v1alpha ServerReflectionInfo over serialized
@@ -335,6 +338,8 @@ TRPC_API int trpc_reflection_register(trpc_server *srv, const struct trpc_descri
 
 /* Runs fn(arg) when the server is freed (for objects that belong to it). */
 TRPC_API int trpc_server_on_free(trpc_server *srv, void (*fn)(void *arg), void *arg);
+/* Runs fn(arg) at the start of a graceful shutdown, before GOAWAY. */
+TRPC_API int trpc_server_on_shutdown(trpc_server *srv, void (*fn)(void *arg), void *arg);
 
 /* ------------------------------------------------------------------ client */
 

@@ -150,16 +150,36 @@ const char *trpc_server_service_name(const trpc_server *srv, size_t i)
 	return i < srv->services_len ? srv->services[i]->name : NULL;
 }
 
-int trpc_server_on_free(trpc_server *srv, void (*fn)(void *arg), void *arg)
+static int add_hook(struct free_hook **list, void (*fn)(void *arg), void *arg)
 {
 	struct free_hook *h = malloc(sizeof *h);
 	if (h == NULL)
 		return TRPC_ERR_NOMEM;
 	h->fn = fn;
 	h->arg = arg;
-	h->next = srv->free_hooks;
-	srv->free_hooks = h;
+	h->next = *list;
+	*list = h;
 	return 0;
+}
+
+static void run_hooks(struct free_hook **list)
+{
+	while (*list != NULL) {
+		struct free_hook *h = *list;
+		*list = h->next;
+		h->fn(h->arg);
+		free(h);
+	}
+}
+
+int trpc_server_on_free(trpc_server *srv, void (*fn)(void *arg), void *arg)
+{
+	return add_hook(&srv->free_hooks, fn, arg);
+}
+
+int trpc_server_on_shutdown(trpc_server *srv, void (*fn)(void *arg), void *arg)
+{
+	return add_hook(&srv->shutdown_hooks, fn, arg);
 }
 
 /* ------------------------------------------------------------------ create */
@@ -436,6 +456,9 @@ void trpc_server_shutdown(trpc_server *srv)
 	if (srv == NULL || !srv->started || atomic_exchange(&srv->shutting_down, 1))
 		return;
 	trpc_log(TRPC_LOG_INFO, "shutting down: draining connections");
+	/* First tell the world (health goes NOT_SERVING, watchers hear it),
+	 * then send GOAWAY. */
+	run_hooks(&srv->shutdown_hooks);
 	for (int i = 0; i < srv->nloops; i++)
 		loop_post(srv->loops[i], LOOP_CMD_DRAIN, NULL, 0, NULL);
 	wait_for(srv, now_ns() + (int64_t)srv->cfg.shutdown_grace_ms * 1000000);
@@ -478,12 +501,8 @@ void trpc_server_free(trpc_server *srv)
 	if (srv == NULL)
 		return;
 	trpc_server_shutdown(srv);
-	while (srv->free_hooks != NULL) {
-		struct free_hook *h = srv->free_hooks;
-		srv->free_hooks = h->next;
-		h->fn(h->arg);
-		free(h);
-	}
+	run_hooks(&srv->shutdown_hooks); /* never started: nothing to announce */
+	run_hooks(&srv->free_hooks);
 	for (int i = 0; i < srv->nloops; i++)
 		loop_free(srv->loops[i]);
 	free(srv->loops);

@@ -65,6 +65,7 @@ struct trpc_server {
 	int started;
 
 	struct free_hook *free_hooks;
+	struct free_hook *shutdown_hooks;
 };
 
 /* Finds the method for a :path, or NULL. Safe from any thread after start. */

@@ -335,6 +335,11 @@ static void health_free(void *arg)
 	free(h);
 }
 
+static void health_shutdown_hook(void *arg)
+{
+	trpc_health_shutdown(arg);
+}
+
 trpc_health *trpc_health_register(trpc_server *srv)
 {
 	struct trpc_health *h;
@@ -358,6 +363,9 @@ trpc_health *trpc_health_register(trpc_server *srv)
 		goto fail_entries;
 	/* From here on the server owns h, also when adding the service fails. */
 	if (trpc_server_add_service(srv, &h->svc) != 0)
+		return NULL;
+	/* A stopping server reports NOT_SERVING to its watchers before GOAWAY. */
+	if (trpc_server_on_shutdown(srv, health_shutdown_hook, h) != 0)
 		return NULL;
 	return h;
 
