@@ -44,7 +44,12 @@ enum trpc_error {
 	TRPC_ERR_PROTOCOL = -7,  /* the peer broke HTTP/2 or gRPC rules */
 	TRPC_ERR_TOO_LARGE = -8, /* a size limit was exceeded */
 	TRPC_ERR_ENCODING = -9,  /* unsupported or corrupt compression */
-	TRPC_ERR_EXISTS = -10,   /* already registered */
+	TRPC_ERR_EXISTS = -10,   /* already registered / already exists */
+	TRPC_ERR_NOT_FOUND = -11, /* no such object */
+	TRPC_ERR_STATE = -12,    /* not allowed in the object's current state */
+	TRPC_ERR_DB = -13,       /* the database failed (connection, query) */
+	TRPC_ERR_TIMEOUT = -14,  /* waited too long (pool acquire, lock, ...) */
+	TRPC_ERR_UNAVAILABLE = -15, /* a dependency is down or overloaded: retry later */
 	TRPC_ERR_FATAL = -100    /* below this the object is dead */
 };
 

@@ -21,6 +21,11 @@ static const char *const error_text[] = {
     [-TRPC_ERR_TOO_LARGE] = "size limit exceeded",
     [-TRPC_ERR_ENCODING] = "unsupported or corrupt compression",
     [-TRPC_ERR_EXISTS] = "already exists",
+    [-TRPC_ERR_NOT_FOUND] = "not found",
+    [-TRPC_ERR_STATE] = "not allowed in the current state",
+    [-TRPC_ERR_DB] = "database error",
+    [-TRPC_ERR_TIMEOUT] = "timed out",
+    [-TRPC_ERR_UNAVAILABLE] = "unavailable",
 };
 
 const char *trpc_strerror(int err)
