@@ -35,22 +35,22 @@ extern "C" {
 
 enum trpc_error {
 	TRPC_OK = 0,
-	TRPC_ERR_INVALID = -1,   /* bad argument or bad state for the call */
-	TRPC_ERR_NOMEM = -2,     /* out of memory */
-	TRPC_ERR_CLOSED = -3,    /* the call is finished or cancelled */
-	TRPC_ERR_SYSTEM = -4,    /* an operating-system call failed */
-	TRPC_ERR_TLS = -5,       /* OpenSSL reported an error */
-	TRPC_ERR_CONFIG = -6,    /* bad configuration key or value */
-	TRPC_ERR_PROTOCOL = -7,  /* the peer broke HTTP/2 or gRPC rules */
-	TRPC_ERR_TOO_LARGE = -8, /* a size limit was exceeded */
-	TRPC_ERR_ENCODING = -9,  /* unsupported or corrupt compression */
-	TRPC_ERR_EXISTS = -10,   /* already registered / already exists */
-	TRPC_ERR_NOT_FOUND = -11, /* no such object */
-	TRPC_ERR_STATE = -12,    /* not allowed in the object's current state */
-	TRPC_ERR_DB = -13,       /* the database failed (connection, query) */
-	TRPC_ERR_TIMEOUT = -14,  /* waited too long (pool acquire, lock, ...) */
+	TRPC_ERR_INVALID = -1,      /* bad argument or bad state for the call */
+	TRPC_ERR_NOMEM = -2,        /* out of memory */
+	TRPC_ERR_CLOSED = -3,       /* the call is finished or cancelled */
+	TRPC_ERR_SYSTEM = -4,       /* an operating-system call failed */
+	TRPC_ERR_TLS = -5,          /* OpenSSL reported an error */
+	TRPC_ERR_CONFIG = -6,       /* bad configuration key or value */
+	TRPC_ERR_PROTOCOL = -7,     /* the peer broke HTTP/2 or gRPC rules */
+	TRPC_ERR_TOO_LARGE = -8,    /* a size limit was exceeded */
+	TRPC_ERR_ENCODING = -9,     /* unsupported or corrupt compression */
+	TRPC_ERR_EXISTS = -10,      /* already registered / already exists */
+	TRPC_ERR_NOT_FOUND = -11,   /* no such object */
+	TRPC_ERR_STATE = -12,       /* not allowed in the object's current state */
+	TRPC_ERR_DB = -13,          /* the database failed (connection, query) */
+	TRPC_ERR_TIMEOUT = -14,     /* waited too long (pool acquire, lock, ...) */
 	TRPC_ERR_UNAVAILABLE = -15, /* a dependency is down or overloaded: retry later */
-	TRPC_ERR_FATAL = -100    /* below this the object is dead */
+	TRPC_ERR_FATAL = -100       /* below this the object is dead */
 };
 
 /* Returns a static English description of an enum trpc_error value. */

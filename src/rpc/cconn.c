@@ -334,6 +334,26 @@ static int sock_write(struct cconn *c)
 	return 0;
 }
 
+/* A failed write on TLS usually means the server sent an alert first
+ * (e.g. "certificate required"): read it so the error says why. */
+static void write_failure(struct cconn *c, char *out, size_t size)
+{
+	int saved = errno;
+	if (c->ssl != NULL) {
+		char tmp[256];
+		ERR_clear_error();
+		SSL_read(c->ssl, tmp, sizeof tmp);
+		unsigned long e = ERR_peek_last_error();
+		if (e != 0) {
+			char err[200];
+			ERR_error_string_n(e, err, sizeof err);
+			snprintf(out, size, "TLS error: %s", err);
+			return;
+		}
+	}
+	snprintf(out, size, "%s", strerror(saved));
+}
+
 void cconn_flush(struct cconn *c)
 {
 	if (c->state != CC_READY)
@@ -356,7 +376,9 @@ void cconn_flush(struct cconn *c)
 		if (buf_avail(&c->out) == 0)
 			break;
 		if (sock_write(c) != 0) {
-			cconn_close(c, strerror(errno));
+			char why[300];
+			write_failure(c, why, sizeof why);
+			cconn_close(c, why);
 			return;
 		}
 		if (c->want_write)
@@ -778,7 +800,10 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
 		    nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
 		if (call == NULL || frame->headers.cat != NGHTTP2_HCAT_RESPONSE)
 			return 0;
-		call->headers_received = 1;
+		/* Trailers-Only (END_STREAM) is a status, not response headers:
+		 * such a call may still be retried. */
+		if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+			call->headers_received = 1;
 		if (call->http_status != 200 && !call->have_status) {
 			/* Not a gRPC answer: map the HTTP status as gRPC does. */
 			int st = call->http_status;

@@ -265,6 +265,8 @@ static unsigned next_rand(struct trpc_channel *ch)
 	return ch->rand_state >> 8;
 }
 
+/* Chooses among the endpoints a call may use now (not backing off, circuit
+ * allowing); with ready_only, among those with a usable connection. */
 static struct endpoint *pick(struct trpc_channel *ch, int ready_only)
 {
 	int64_t now = now_ns();
@@ -280,6 +282,7 @@ static struct endpoint *pick(struct trpc_channel *ch, int ready_only)
 		candidates++;
 		switch (ch->cfg.lb_policy) {
 		case TRPC_LB_LEAST_LOADED:
+			/* ties go to the first in rotation order */
 			if (best == NULL || ep->inflight < best->inflight)
 				best = ep;
 			break;
@@ -294,9 +297,21 @@ static struct endpoint *pick(struct trpc_channel *ch, int ready_only)
 			break;
 		}
 	}
-	if (best != NULL && ch->cfg.lb_policy == TRPC_LB_ROUND_ROBIN)
+	if (best != NULL)
 		ch->rr_next = (best->index + 1) % n;
 	return best;
+}
+
+/* Like gRPC's balancers, every usable endpoint is kept connected: calls go
+ * to ready ones and are not held up by one that is still connecting. */
+static void connect_idle(struct trpc_channel *ch)
+{
+	int64_t now = now_ns();
+	for (size_t i = 0; i < ch->neps; i++) {
+		struct endpoint *ep = &ch->eps[i];
+		if (ep->state == EP_IDLE && circuit_allows(ep, now))
+			cconn_open(ep);
+	}
 }
 
 static void describe_unavailable(struct trpc_channel *ch, char *out, size_t size)
@@ -540,6 +555,7 @@ static void dispatch(struct trpc_ccall *call)
 		fail_call(call, TRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
 		return;
 	}
+	connect_idle(ch);
 	struct endpoint *ep = pick(ch, 1);
 	if (ep == NULL)
 		ep = pick(ch, 0);

@@ -12,7 +12,7 @@
 #include "tasker/rpc.h"
 
 struct tk_err {
-	int code;       /* 0 or a negative enum trpc_error value */
+	int code; /* 0 or a negative enum trpc_error value */
 	char msg[512];
 };
 
