@@ -477,6 +477,9 @@ TRPC_API trpc_ccall *trpc_ccall_start(trpc_channel *ch, const char *method,
                                       const struct trpc_ccall_ops *ops, void *ud, const char **why);
 /* Queues a message (any thread). TRPC_ERR_CLOSED after close/half-close. */
 TRPC_API int trpc_ccall_send(trpc_ccall *call, const ProtobufCMessage *msg);
+/* As trpc_ccall_send; TRPC_SEND_NO_COMPRESS sends this message uncompressed
+ * even on a compressed call. */
+TRPC_API int trpc_ccall_send_ex(trpc_ccall *call, const ProtobufCMessage *msg, unsigned flags);
 /* Half-closes the sending side. */
 TRPC_API int trpc_ccall_close_send(trpc_ccall *call);
 /* Cancels: RST_STREAM(CANCEL), on_close with CANCELLED. Any thread. */

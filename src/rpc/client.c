@@ -1045,11 +1045,11 @@ static uint8_t *frame_message(const ProtobufCMessage *msg, int enc, size_t *outl
 	return z.data;
 }
 
-static int queue_message(struct trpc_ccall *call, const ProtobufCMessage *msg)
+static int queue_message(struct trpc_ccall *call, const ProtobufCMessage *msg, int enc)
 {
 	size_t len;
 	int err = 0;
-	uint8_t *framed = frame_message(msg, call->req_encoding, &len, &err);
+	uint8_t *framed = frame_message(msg, enc, &len, &err);
 	if (framed == NULL)
 		return err;
 	struct out_msg *m = malloc(sizeof *m + len);
@@ -1184,9 +1184,15 @@ fail:
 
 int trpc_ccall_send(trpc_ccall *call, const ProtobufCMessage *msg)
 {
+	return trpc_ccall_send_ex(call, msg, 0);
+}
+
+int trpc_ccall_send_ex(trpc_ccall *call, const ProtobufCMessage *msg, unsigned flags)
+{
 	if (call == NULL || msg == NULL)
 		return TRPC_ERR_INVALID;
-	int rv = queue_message(call, msg);
+	int enc = (flags & TRPC_SEND_NO_COMPRESS) ? CODEC_IDENTITY : call->req_encoding;
+	int rv = queue_message(call, msg, enc);
 	if (rv == 0)
 		post(call->ch, CCMD_KICK, call);
 	return rv;
