@@ -14,15 +14,8 @@ import harness  # noqa: E402
 
 tap = harness.Tap()
 peers = os.path.join(harness.TOP_SRCDIR, "t", "peers")
-build = subprocess.run(["bash", os.path.join(peers, "build-grpc-go-interop.sh")],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=900)
-if build.returncode != 0:
-    tap.ok(False, "grpc-go interop client is built",
-           build.stderr.decode("utf-8", "replace")[-2000:])
-    tap.done()
-bindir = build.stdout.decode().strip().splitlines()[-1]
+bindir, testdata = harness.grpc_go_peer(tap)
 client = os.path.join(bindir, "interop_client")
-testdata = os.path.join(os.path.dirname(bindir), "testdata")
 cases = [l.strip() for l in open(os.path.join(peers, "grpc-go-cases.txt"))
          if l.strip() and not l.startswith("#")]
 

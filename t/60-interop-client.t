@@ -193,16 +193,8 @@ def stop_go(proc):
         proc.wait()
 
 
-build = subprocess.run(["bash", os.path.join(harness.TOP_SRCDIR, "t", "peers",
-                                             "build-grpc-go-interop.sh")],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=900)
-if build.returncode != 0:
-    tap.ok(False, "grpc-go interop server is built",
-           build.stderr.decode("utf-8", "replace")[-2000:])
-    tap.done()
-bindir = build.stdout.decode().strip().splitlines()[-1]
+bindir, testdata = harness.grpc_go_peer(tap)
 go_server = os.path.join(bindir, "interop_server")
-testdata = os.path.join(os.path.dirname(bindir), "testdata")
 
 proc, port = start_go_server(go_server, [])
 run_cases("grpc-go interop_server over h2c", port, [], GRPC_GO_TODO)

@@ -153,3 +153,18 @@ def start_server(name, args, want_tls=False, timeout=20, env=None):
 
 def certs_dir():
     return os.path.join(TOP_SRCDIR, "t", "certs")
+
+
+def grpc_go_peer(tap):
+    """Builds (or finds cached) grpc-go's interop client and server with
+    t/peers/build-grpc-go-interop.sh. Returns (bindir, testdata); on failure
+    reports a failed TAP line and ends the test."""
+    script = os.path.join(TOP_SRCDIR, "t", "peers", "build-grpc-go-interop.sh")
+    build = subprocess.run(["bash", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=900)
+    if build.returncode != 0:
+        tap.ok(False, "grpc-go interop peers are built",
+               build.stderr.decode("utf-8", "replace")[-2000:])
+        tap.done()
+    bindir = build.stdout.decode().strip().splitlines()[-1]
+    return bindir, os.path.join(os.path.dirname(bindir), "testdata")
