@@ -1,0 +1,606 @@
+/*
+ * engine: set-up, template registry and the task operations. The state
+ * machine driver and the orchestration threads are in orchestrate.c.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "engine/engine_int.h"
+#include "engine/template.h"
+#include "store/migrate.h"
+
+void eng_config_init(struct eng_config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->pool_size = 8;
+	cfg->pool_acquire_timeout_ms = 5000;
+	cfg->poll_interval_ms = 1000;
+	cfg->result_batch = 32;
+	cfg->result_threads = 2;
+	cfg->visibility_timeout_s = 30;
+	cfg->staleness_enabled = 1;
+	cfg->staleness_interval_s = 300;
+	cfg->staleness_batch = 100;
+	cfg->backoff_multiplier = 2.0;
+	cfg->backoff_jitter = 0.15;
+	cfg->backoff_max_s = 3600;
+}
+
+struct db_pool *eng_pool(struct eng *e)
+{
+	return e->pool;
+}
+
+int eng_migrate(const char *database_url, struct tk_err *err)
+{
+	PGconn *conn = db_connect(database_url, "tasker-migrate", 10, err);
+	if (conn == NULL)
+		return err->code ? err->code : TRPC_ERR_UNAVAILABLE;
+	int rv = db_migrate(conn, err);
+	PQfinish(conn);
+	return rv < 0 ? rv : 0;
+}
+
+/* ------------------------------------------------------------------ registry */
+
+/* Registers one template: namespace, named task (configuration = the whole
+ * template), named steps and their defaults. Idempotent. */
+static int register_template(PGconn *conn, const struct tpl *t, struct tk_err *err)
+{
+	char *config = json_dumps(t->config, JSON_COMPACT | JSON_SORT_KEYS);
+	if (config == NULL)
+		return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+	int rv = db_begin(conn, err);
+	if (rv != 0)
+		goto out;
+	const char *p1[] = {t->namespace_name};
+	rv = db_command(conn,
+	                "INSERT INTO tasker.task_namespaces (name) VALUES ($1) "
+	                "ON CONFLICT (name) DO NOTHING",
+	                1, p1, err);
+	if (rv != 0)
+		goto fail;
+	const char *p2[] = {t->namespace_name, t->name, t->version,
+	                    t->description,    config,  t->identity_strategy};
+	PGresult *res = db_exec(
+	    conn,
+	    "INSERT INTO tasker.named_tasks (task_namespace_uuid, name, version, description, "
+	    "configuration, identity_strategy) "
+	    "SELECT ns.task_namespace_uuid, $2, $3, $4, $5::jsonb, $6::tasker.identity_strategy "
+	    "FROM tasker.task_namespaces ns WHERE ns.name = $1 "
+	    "ON CONFLICT (task_namespace_uuid, name, version) DO UPDATE SET "
+	    "description = EXCLUDED.description, configuration = EXCLUDED.configuration, "
+	    "identity_strategy = EXCLUDED.identity_strategy, updated_at = now() "
+	    "RETURNING named_task_uuid",
+	    6, p2, err);
+	if (res == NULL) {
+		rv = err->code;
+		goto fail;
+	}
+	char nt_uuid[37];
+	snprintf(nt_uuid, sizeof nt_uuid, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	for (size_t i = 0; i < t->n_steps; i++) {
+		const struct tpl_step *s = &t->steps[i];
+		char max[16];
+		snprintf(max, sizeof max, "%d", s->max_attempts);
+		const char *p3[] = {s->name, s->description};
+		rv =
+		    db_command(conn,
+		               "INSERT INTO tasker.named_steps (name, description) VALUES ($1, $2) "
+		               "ON CONFLICT (name) DO NOTHING",
+		               2, p3, err);
+		if (rv != 0)
+			goto fail;
+		const char *p4[] = {nt_uuid, s->name, s->retryable ? "true" : "false", max};
+		rv = db_command(
+		    conn,
+		    "INSERT INTO tasker.named_tasks_named_steps (named_task_uuid, named_step_uuid, "
+		    "default_retryable, default_max_attempts) "
+		    "SELECT $1::uuid, ns.named_step_uuid, $3::boolean, $4::integer "
+		    "FROM tasker.named_steps ns WHERE ns.name = $2 "
+		    "ON CONFLICT (named_task_uuid, named_step_uuid) DO UPDATE SET "
+		    "default_retryable = EXCLUDED.default_retryable, "
+		    "default_max_attempts = EXCLUDED.default_max_attempts, updated_at = now()",
+		    4, p4, err);
+		if (rv != 0)
+			goto fail;
+	}
+	rv = db_commit(conn, err);
+	goto out;
+fail:
+	db_rollback(conn, NULL);
+out:
+	free(config);
+	if (rv != 0 && err->msg[0])
+		tk_err_set(err, rv, "%s: registering %s/%s@%s: %.300s", t->source,
+		           t->namespace_name, t->name, t->version, err->msg);
+	return rv;
+}
+
+/* The cached parse of a registered template, loaded from the database on
+ * first use (another process may have registered it). */
+const struct tpl *eng_template(struct eng *e, const char *named_task_uuid, struct tk_err *err)
+{
+	pthread_mutex_lock(&e->tpl_mu);
+	for (size_t i = 0; i < e->n_cache; i++)
+		if (strcmp(e->cache[i].uuid, named_task_uuid) == 0) {
+			const struct tpl *t = e->cache[i].tpl;
+			pthread_mutex_unlock(&e->tpl_mu);
+			return t;
+		}
+	pthread_mutex_unlock(&e->tpl_mu);
+
+	PGconn *conn = db_acquire(e->pool, err);
+	if (conn == NULL)
+		return NULL;
+	const char *p[] = {named_task_uuid};
+	PGresult *res = db_exec(conn,
+	                        "SELECT configuration::text FROM tasker.named_tasks "
+	                        "WHERE named_task_uuid = $1",
+	                        1, p, err);
+	db_release(e->pool, conn, res == NULL && db_is_connection_error(conn));
+	if (res == NULL)
+		return NULL;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		tk_err_set(err, TRPC_ERR_NOT_FOUND, "template %s is not registered",
+		           named_task_uuid);
+		return NULL;
+	}
+	/* The configuration is JSON, and JSON is YAML: the same parser and
+	 * validation as for files. */
+	const char *json = PQgetvalue(res, 0, 0);
+	struct tpl *t = NULL;
+	char source[64];
+	snprintf(source, sizeof source, "named task %s", named_task_uuid);
+	int rv = tpl_parse_string(json, strlen(json), source, NULL, &t, err);
+	PQclear(res);
+	if (rv != 0)
+		return NULL;
+	pthread_mutex_lock(&e->tpl_mu);
+	for (size_t i = 0; i < e->n_cache; i++)
+		if (strcmp(e->cache[i].uuid, named_task_uuid) == 0) {
+			/* another thread won the race */
+			const struct tpl *have = e->cache[i].tpl;
+			pthread_mutex_unlock(&e->tpl_mu);
+			tpl_free(t);
+			return have;
+		}
+	struct tpl_cache_entry *v = realloc(e->cache, (e->n_cache + 1) * sizeof *v);
+	if (v == NULL) {
+		pthread_mutex_unlock(&e->tpl_mu);
+		tpl_free(t);
+		tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	e->cache = v;
+	snprintf(e->cache[e->n_cache].uuid, sizeof e->cache[0].uuid, "%s", named_task_uuid);
+	e->cache[e->n_cache].tpl = t;
+	e->n_cache++;
+	pthread_mutex_unlock(&e->tpl_mu);
+	return t;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+struct eng *eng_new(const struct eng_config *cfg, struct tk_err *err)
+{
+	if (cfg->database_url == NULL || *cfg->database_url == '\0') {
+		tk_err_set(err, TRPC_ERR_INVALID, "DATABASE_URL (database.url) is required");
+		return NULL;
+	}
+	struct eng *e = calloc(1, sizeof *e);
+	if (e == NULL) {
+		tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	e->cfg = *cfg;
+	e->database_url = strdup(cfg->database_url);
+	e->cfg.database_url = e->database_url;
+	pthread_mutex_init(&e->tpl_mu, NULL);
+	pthread_mutex_init(&e->wake_mu, NULL);
+	pthread_cond_init(&e->wake_cv, NULL);
+	eng_random_uuid(e->processor_uuid);
+	struct db_pool_config pc = {.conninfo = cfg->database_url,
+	                            .size = cfg->pool_size,
+	                            .acquire_timeout_ms = cfg->pool_acquire_timeout_ms,
+	                            .connect_timeout_s = 10,
+	                            .application_name = "taskerd"};
+	e->pool = db_pool_new(&pc, err);
+	if (e->pool == NULL)
+		goto fail;
+	/* The schema must be there: a clear error beats failing queries. */
+	PGconn *conn = db_acquire(e->pool, err);
+	if (conn == NULL)
+		goto fail;
+	PGresult *res =
+	    db_exec(conn, "SELECT to_regproc('tasker.create_task') IS NOT NULL", 0, NULL, err);
+	int ok = res != NULL && PQgetvalue(res, 0, 0)[0] == 't';
+	if (res != NULL)
+		PQclear(res);
+	if (!ok) {
+		db_release(e->pool, conn, 0);
+		if (err->code == 0)
+			tk_err_set(err, TRPC_ERR_STATE,
+			           "the database has no tasker schema: run taskerd --migrate-only");
+		goto fail;
+	}
+	if (cfg->template_path != NULL && *cfg->template_path) {
+		struct tpl **list = NULL;
+		size_t n = 0;
+		if (tpl_discover(cfg->template_path, cfg->environment, &list, &n, err) != 0) {
+			db_release(e->pool, conn, 0);
+			goto fail;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (register_template(conn, list[i], err) != 0) {
+				tpl_free_all(list, n);
+				db_release(e->pool, conn, db_is_connection_error(conn));
+				goto fail;
+			}
+			trpc_log(TRPC_LOG_INFO, "registered template %s/%s@%s from %s",
+			         list[i]->namespace_name, list[i]->name, list[i]->version,
+			         list[i]->source);
+		}
+		tpl_free_all(list, n);
+	}
+	/* The orchestration queues exist before anyone sends to them. */
+	static const char *queues[] = {ENG_RESULTS_QUEUE, ENG_REQUESTS_QUEUE};
+	for (size_t i = 0; i < 2; i++)
+		if (mq_create(conn, queues[i], err) != 0) {
+			db_release(e->pool, conn, db_is_connection_error(conn));
+			goto fail;
+		}
+	db_release(e->pool, conn, 0);
+	return e;
+fail:
+	eng_free(e);
+	return NULL;
+}
+
+void eng_free(struct eng *e)
+{
+	if (e == NULL)
+		return;
+	eng_stop(e);
+	for (size_t i = 0; i < e->n_cache; i++)
+		tpl_free(e->cache[i].tpl);
+	free(e->cache);
+	if (e->pool != NULL)
+		db_pool_free(e->pool);
+	pthread_mutex_destroy(&e->tpl_mu);
+	pthread_mutex_destroy(&e->wake_mu);
+	pthread_cond_destroy(&e->wake_cv);
+	free(e->database_url);
+	free(e);
+}
+
+/* ------------------------------------------------------------------ create */
+
+static int valid_json(const char *text, int want_object, struct tk_err *err, const char *what)
+{
+	json_error_t je;
+	json_t *v = json_loads(text, JSON_DECODE_ANY, &je);
+	if (v == NULL)
+		return tk_err_set(err, TRPC_ERR_INVALID, "%s is not valid JSON: %s (column %d)",
+		                  what, je.text, je.column);
+	int ok = !want_object || json_is_object(v);
+	json_decref(v);
+	if (!ok)
+		return tk_err_set(err, TRPC_ERR_INVALID, "%s must be a JSON object", what);
+	return 0;
+}
+
+/* Finds the named task for a request: the given version, or the highest. */
+static int find_named_task(PGconn *conn, const struct eng_task_request *req, char *uuid,
+                           char *version, struct tk_err *err)
+{
+	const char *p[] = {req->namespace_name, req->name, req->version};
+	PGresult *res = db_exec_prepared(
+	    conn, "eng_find_named_task",
+	    "SELECT nt.named_task_uuid, nt.version FROM tasker.named_tasks nt "
+	    "JOIN tasker.task_namespaces ns ON ns.task_namespace_uuid = nt.task_namespace_uuid "
+	    "WHERE ns.name = $1 AND nt.name = $2 AND ($3::text IS NULL OR nt.version = $3) "
+	    "ORDER BY string_to_array(nt.version, '.')::int[] DESC LIMIT 1",
+	    3, p, err);
+	if (res == NULL)
+		return err->code;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return tk_err_set(err, TRPC_ERR_NOT_FOUND, "no task template %s/%s%s%s",
+		                  req->namespace_name, req->name, req->version ? "@" : "",
+		                  req->version ? req->version : "");
+	}
+	snprintf(uuid, 37, "%s", PQgetvalue(res, 0, 0));
+	snprintf(version, 17, "%s", PQgetvalue(res, 0, 1));
+	PQclear(res);
+	return 0;
+}
+
+/* steps and edges of a template as the JSON tasker.create_task takes */
+static int steps_json(const struct tpl *t, char **steps, char **edges)
+{
+	json_t *s = json_array(), *ed = json_array();
+	for (size_t i = 0; i < t->n_steps; i++) {
+		const struct tpl_step *st = &t->steps[i];
+		json_array_append_new(s, json_pack("{s:s, s:b, s:i, s:O}", "name", st->name,
+		                                   "retryable", st->retryable, "max_attempts",
+		                                   st->max_attempts, "inputs", st->initialization));
+		for (size_t d = 0; d < st->n_dependencies; d++)
+			json_array_append_new(ed,
+			                      json_pack("{s:s, s:s}", "parent", st->dependencies[d],
+			                                "child", st->name));
+	}
+	*steps = json_dumps(s, JSON_COMPACT);
+	*edges = json_dumps(ed, JSON_COMPACT);
+	json_decref(s);
+	json_decref(ed);
+	return *steps && *edges ? 0 : TRPC_ERR_NOMEM;
+}
+
+int eng_task_create(struct eng *e, const struct eng_task_request *req, struct eng_task_created *out,
+                    struct tk_err *err)
+{
+	tk_err_clear(err);
+	if (req->namespace_name == NULL || !*req->namespace_name || req->name == NULL ||
+	    !*req->name)
+		return tk_err_set(err, TRPC_ERR_INVALID, "namespace and name are required");
+	const char *context = req->context_json ? req->context_json : "{}";
+	if (valid_json(context, 1, err, "context") != 0)
+		return err->code;
+	if (req->tags_json != NULL && valid_json(req->tags_json, 0, err, "tags") != 0)
+		return err->code;
+	PGconn *conn = db_acquire(e->pool, err);
+	if (conn == NULL)
+		return err->code;
+	char nt_uuid[37], version[17];
+	int rv = find_named_task(conn, req, nt_uuid, version, err);
+	if (rv != 0)
+		goto release;
+	const struct tpl *t = eng_template(e, nt_uuid, err);
+	if (t == NULL) {
+		rv = err->code;
+		goto release;
+	}
+	const char *strategy = t->identity_strategy ? t->identity_strategy : "strict";
+	if (strcmp(strategy, "caller_provided") == 0 && req->idempotency_key == NULL) {
+		rv = tk_err_set(err, TRPC_ERR_INVALID,
+		                "template %s/%s@%s uses caller_provided identity: an idempotency "
+		                "key is required",
+		                req->namespace_name, req->name, version);
+		goto release;
+	}
+	char *steps = NULL, *edges = NULL;
+	if (steps_json(t, &steps, &edges) != 0) {
+		free(steps);
+		free(edges);
+		rv = tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+		goto release;
+	}
+	char prio[16];
+	snprintf(prio, sizeof prio, "%d", req->priority);
+	/* Identity (stable across processes): strict = the template and the
+	 * context (jsonb's canonical text); caller key = the template and the
+	 * key; always_unique = a fresh uuid. */
+	const char *p[] = {nt_uuid,
+	                   strategy,
+	                   context,
+	                   req->idempotency_key,
+	                   req->initiator,
+	                   req->source_system,
+	                   req->reason,
+	                   req->tags_json,
+	                   prio,
+	                   req->correlation_id,
+	                   req->parent_correlation_id,
+	                   steps,
+	                   edges};
+	if ((rv = db_begin(conn, err)) != 0)
+		goto free_json;
+	PGresult *res = db_exec_prepared(
+	    conn, "eng_create_task",
+	    "SELECT task_uuid, correlation_id FROM tasker.create_task($1::uuid, "
+	    "CASE WHEN $4::text IS NOT NULL THEN encode(sha256(convert_to($1 || ':key:' || $4, "
+	    "'UTF8')), 'hex') "
+	    "WHEN $2 = 'always_unique' THEN tasker.uuid_generate_v7()::text "
+	    "ELSE encode(sha256(convert_to($1 || ':ctx:' || $3::jsonb::text, 'UTF8')), 'hex') END, "
+	    "$3::jsonb, $5, $6, $7, $8::jsonb, $9::integer, $10::uuid, $11::uuid, $12::jsonb, "
+	    "$13::jsonb)",
+	    13, p, err);
+	if (res == NULL) {
+		rv = err->code;
+		db_rollback(conn, NULL);
+		if (rv == TRPC_ERR_EXISTS)
+			tk_err_set(err, rv,
+			           "a task of %s/%s@%s with the same identity (%s) already exists",
+			           req->namespace_name, req->name, version,
+			           req->idempotency_key ? "idempotency key" : "context");
+		goto free_json;
+	}
+	snprintf(out->task_uuid, sizeof out->task_uuid, "%s", PQgetvalue(res, 0, 0));
+	snprintf(out->correlation_id, sizeof out->correlation_id, "%s", PQgetvalue(res, 0, 1));
+	PQclear(res);
+	/* Enqueue the first steps in the same transaction: a created task is
+	 * always moving. */
+	rv = eng_drive_locked(e, conn, out->task_uuid, 0, err);
+	if (rv == 0)
+		rv = db_commit(conn, err);
+	else
+		db_rollback(conn, NULL);
+free_json:
+	free(steps);
+	free(edges);
+release:
+	db_release(e->pool, conn, rv != 0 && db_is_connection_error(conn));
+	return rv;
+}
+
+/* ------------------------------------------------------------------ cancel */
+
+int eng_task_cancel(struct eng *e, const char *task_uuid, struct tk_err *err)
+{
+	tk_err_clear(err);
+	PGconn *conn = db_acquire(e->pool, err);
+	if (conn == NULL)
+		return err->code;
+	int rv = db_begin(conn, err);
+	if (rv != 0)
+		goto release;
+	char state[32];
+	rv = eng_lock_task(conn, task_uuid, state, sizeof state, err);
+	if (rv != 0)
+		goto rollback;
+	if (eng_task_terminal(state)) {
+		rv = tk_err_set(err, TRPC_ERR_STATE, "task %s is already %s", task_uuid, state);
+		goto rollback;
+	}
+	const char *p[] = {task_uuid};
+	PGresult *res = db_exec(conn,
+	                        "SELECT tasker.cancel_task_steps($1::uuid, "
+	                        "'{\"event\":\"Cancel\"}'::jsonb)",
+	                        1, p, err);
+	if (res == NULL) {
+		rv = err->code;
+		goto rollback;
+	}
+	PQclear(res);
+	rv = eng_task_transition(e, conn, task_uuid, state, "cancelled", "Cancel", err);
+	if (rv != 0)
+		goto rollback;
+	rv = db_commit(conn, err);
+	goto release;
+rollback:
+	db_rollback(conn, NULL);
+release:
+	db_release(e->pool, conn, rv != 0 && db_is_connection_error(conn));
+	return rv;
+}
+
+int eng_task_state(struct eng *e, const char *task_uuid, char *buf, size_t size, struct tk_err *err)
+{
+	PGconn *conn = db_acquire(e->pool, err);
+	if (conn == NULL)
+		return err->code;
+	const char *p[] = {task_uuid};
+	PGresult *res = db_exec(conn, "SELECT tasker.get_current_task_state($1::uuid)", 1, p, err);
+	int rv = 0;
+	if (res == NULL)
+		rv = err->code;
+	else if (PQgetisnull(res, 0, 0))
+		rv = tk_err_set(err, TRPC_ERR_NOT_FOUND, "no task %s", task_uuid);
+	else
+		snprintf(buf, size, "%s", PQgetvalue(res, 0, 0));
+	if (res != NULL)
+		PQclear(res);
+	db_release(e->pool, conn, rv != 0 && db_is_connection_error(conn));
+	return rv;
+}
+
+/* ------------------------------------------------------------------ steps */
+
+int eng_step_resolve(struct eng *e, const char *step_uuid, int action, const char *result_json,
+                     const char *operator_name, const char *reason, struct tk_err *err)
+{
+	tk_err_clear(err);
+	if (action == ENG_STEP_COMPLETE_MANUALLY && result_json != NULL &&
+	    valid_json(result_json, 0, err, "result") != 0)
+		return err->code;
+	PGconn *conn = db_acquire(e->pool, err);
+	if (conn == NULL)
+		return err->code;
+	int rv = db_begin(conn, err);
+	if (rv != 0)
+		goto release;
+	const char *p0[] = {step_uuid};
+	PGresult *res = db_exec(conn,
+	                        "SELECT task_uuid, tasker.get_current_step_state($1::uuid) "
+	                        "FROM tasker.workflow_steps WHERE workflow_step_uuid = $1::uuid",
+	                        1, p0, err);
+	if (res == NULL) {
+		rv = err->code;
+		goto rollback;
+	}
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		rv = tk_err_set(err, TRPC_ERR_NOT_FOUND, "no step %s", step_uuid);
+		goto rollback;
+	}
+	char task_uuid[37], before[40];
+	snprintf(task_uuid, sizeof task_uuid, "%s", PQgetvalue(res, 0, 0));
+	snprintf(before, sizeof before, "%s", PQgetvalue(res, 0, 1));
+	PQclear(res);
+	char tstate[32];
+	/* Lock order everywhere: the task row first, then its steps. */
+	if ((rv = eng_lock_task(conn, task_uuid, tstate, sizeof tstate, err)) != 0)
+		goto rollback;
+	json_t *meta = json_pack("{s:s, s:s?, s:s?}", "event",
+	                         action == ENG_STEP_RESET_FOR_RETRY    ? "ResetForRetry"
+	                         : action == ENG_STEP_RESOLVE_MANUALLY ? "ResolveManually"
+	                                                               : "CompleteManually",
+	                         "operator", operator_name, "reason", reason);
+	char *metas = json_dumps(meta, JSON_COMPACT);
+	json_decref(meta);
+	char *results = NULL;
+	const char *sql;
+	if (action == ENG_STEP_RESET_FOR_RETRY) {
+		sql = "SELECT tasker.reset_step_for_retry($1::uuid, $2::jsonb)";
+	} else if (action == ENG_STEP_RESOLVE_MANUALLY) {
+		sql =
+		    "SELECT tasker.transition_step_state_from_any($1::uuid, ARRAY[NULL, 'pending', "
+		    "'enqueued', 'in_progress', 'enqueued_for_orchestration', "
+		    "'enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error'], "
+		    "'resolved_manually', $2::jsonb) IS NOT NULL";
+	} else if (action == ENG_STEP_COMPLETE_MANUALLY) {
+		json_error_t je;
+		json_t *r =
+		    result_json ? json_loads(result_json, JSON_DECODE_ANY, &je) : json_object();
+		json_t *wrapped =
+		    json_pack("{s:s, s:b, s:o, s:s, s:{s:b, s:s?}}", "step_uuid", step_uuid,
+		              "success", 1, "result", r ? r : json_null(), "status", "completed",
+		              "metadata", "manual", 1, "operator", operator_name);
+		results = json_dumps(wrapped, JSON_COMPACT);
+		json_decref(wrapped);
+		sql =
+		    "SELECT tasker.transition_step_state_from_any($1::uuid, ARRAY[NULL, 'pending', "
+		    "'enqueued', 'in_progress', 'enqueued_for_orchestration', "
+		    "'enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error'], "
+		    "'complete', $2::jsonb, $3::jsonb) IS NOT NULL";
+	} else {
+		free(metas);
+		rv = tk_err_set(err, TRPC_ERR_INVALID, "unknown step action %d", action);
+		goto rollback;
+	}
+	const char *p1[] = {step_uuid, metas, results};
+	res = db_exec(conn, sql, results ? 3 : 2, p1, err);
+	free(metas);
+	free(results);
+	if (res == NULL) {
+		rv = err->code;
+		goto rollback;
+	}
+	int done = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	if (!done) {
+		rv = tk_err_set(err, TRPC_ERR_STATE, "step %s is %s: the action does not apply",
+		                step_uuid, before);
+		goto rollback;
+	}
+	/* Re-drive the task: a blocked or failed task continues now that the
+	 * step is settled (the reference left it stuck). */
+	if ((rv = eng_drive_locked(e, conn, task_uuid, 1, err)) != 0)
+		goto rollback;
+	rv = db_commit(conn, err);
+	goto release;
+rollback:
+	db_rollback(conn, NULL);
+release:
+	db_release(e->pool, conn, rv != 0 && db_is_connection_error(conn));
+	return rv;
+}
