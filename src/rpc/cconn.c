@@ -412,11 +412,8 @@ void cconn_close(struct cconn *c, const char *why)
 		call->s_next = call->s_prev = NULL;
 		call->conn = NULL;
 		c->nstreams--;
-		if (!call->have_status) {
-			call->local_error = 1;
-			snprintf(call->local_msg, sizeof call->local_msg,
-			         "connection to %.256s lost: %.300s", c->ep->name, reason);
-		}
+		if (!call->have_status)
+			ccall_local_error(call, "connection to %s lost: %s", c->ep->name, reason);
 		channel_attempt_done(call);
 	}
 	if (c->ssl != NULL) {
@@ -559,7 +556,7 @@ int cconn_submit(struct cconn *c, struct trpc_ccall *call)
 		c->streams->s_prev = call;
 	c->streams = call;
 	c->nstreams++;
-	snprintf(call->endpoint_name, sizeof call->endpoint_name, "%s", c->ep->name);
+	call->endpoint_name = c->ep->name;
 	cconn_want_flush(c);
 	return 0;
 }
@@ -839,9 +836,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
 	if (!call->have_status) {
 		if (error_code == NGHTTP2_REFUSED_STREAM) {
 			/* Never processed by the server: safe to send again. */
-			call->local_error = 1;
-			snprintf(call->local_msg, sizeof call->local_msg,
-			         "%.256s refused the stream", c->ep->name);
+			ccall_local_error(call, "%s refused the stream", c->ep->name);
 		} else if (!codec_framer_idle(&call->framer)) {
 			local_fail(call, TRPC_STATUS_INTERNAL, "stream ended inside a message");
 		} else {

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,8 +398,7 @@ void channel_on_conn_failed(struct endpoint *ep, const char *why)
 	while (c != NULL) {
 		struct trpc_ccall *next = c->wait_next;
 		c->wait_next = NULL;
-		c->local_error = 1;
-		snprintf(c->local_msg, sizeof c->local_msg, "%s", msg);
+		ccall_local_error(c, "%s", msg);
 		c->ep = ep;
 		channel_attempt_done(c);
 		ccall_unref_internal(c);
@@ -455,12 +455,25 @@ void ccall_unref_internal(struct trpc_ccall *call)
 		protobuf_c_message_free_unpacked(call->kept, NULL);
 	codec_framer_clear(&call->framer);
 	free(call->message);
+	free(call->local_msg);
 	free(call->first);
 	free(call->path);
 	free(call->traceparent);
 	free(call->trace_id);
 	pthread_mutex_destroy(&call->mu);
 	free(call);
+}
+
+void ccall_local_error(struct trpc_ccall *call, const char *fmt, ...)
+{
+	char buf[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	call->local_error = 1;
+	free(call->local_msg);
+	call->local_msg = strdup(buf);
 }
 
 void trpc_ccall_ref(trpc_ccall *call)
@@ -498,7 +511,8 @@ static void reset_attempt(struct trpc_ccall *call)
 	codec_framer_init(&call->framer, (size_t)call->ch->cfg.max_recv_message_size);
 	call->pushback_ms = -1;
 	call->local_error = 0;
-	call->local_msg[0] = '\0';
+	free(call->local_msg);
+	call->local_msg = NULL;
 	call->data_deferred = 0;
 }
 
@@ -628,7 +642,7 @@ static void complete(struct trpc_ccall *call)
 		call->have_status = 1;
 		call->status = TRPC_STATUS_UNAVAILABLE;
 		free(call->message);
-		call->message = strdup(call->local_msg[0] ? call->local_msg : "call failed");
+		call->message = strdup(call->local_msg ? call->local_msg : "call failed");
 	}
 	pthread_mutex_lock(&call->mu);
 	call->closed_pub = 1;
@@ -762,7 +776,7 @@ void channel_attempt_done(struct trpc_ccall *call)
 		call->have_status = 1;
 		call->status = TRPC_STATUS_UNAVAILABLE;
 		free(call->message);
-		call->message = strdup(call->local_msg);
+		call->message = strdup(call->local_msg ? call->local_msg : "transport failure");
 	}
 	complete(call);
 }
@@ -779,6 +793,16 @@ static void post(struct trpc_channel *ch, int type, struct trpc_ccall *call)
 	cmd->call = call;
 	if (call != NULL)
 		trpc_ccall_ref(call);
+	if (ch->thread_started && pthread_equal(pthread_self(), ch->thread)) {
+		/* From a callback on the channel thread: no lock, no wake-up;
+		 * run before this loop iteration flushes. */
+		if (ch->local_tail != NULL)
+			ch->local_tail->next = cmd;
+		else
+			ch->local_head = cmd;
+		ch->local_tail = cmd;
+		return;
+	}
 	pthread_mutex_lock(&ch->mu);
 	if (ch->cmd_tail != NULL)
 		ch->cmd_tail->next = cmd;
@@ -810,16 +834,11 @@ static void start_call(struct trpc_ccall *call)
 	dispatch(call);
 }
 
-static int run_cmds(struct trpc_channel *ch)
+static void start_call(struct trpc_ccall *call);
+
+/* Runs a list of commands; returns 1 if one was STOP. */
+static int run_list(struct ccmd *cmd)
 {
-	uint64_t v;
-	ssize_t n = read(ch->evfd, &v, sizeof v);
-	(void)n;
-	pthread_mutex_lock(&ch->mu);
-	struct ccmd *cmd = ch->cmd_head;
-	ch->cmd_head = ch->cmd_tail = NULL;
-	ch->wake_pending = 0;
-	pthread_mutex_unlock(&ch->mu);
 	int stop = 0;
 	while (cmd != NULL) {
 		struct ccmd *next = cmd->next;
@@ -843,6 +862,31 @@ static int run_cmds(struct trpc_channel *ch)
 			ccall_unref_internal(call);
 		free(cmd);
 		cmd = next;
+	}
+	return stop;
+}
+
+static int run_cmds(struct trpc_channel *ch)
+{
+	uint64_t v;
+	ssize_t n = read(ch->evfd, &v, sizeof v);
+	(void)n;
+	pthread_mutex_lock(&ch->mu);
+	struct ccmd *cmd = ch->cmd_head;
+	ch->cmd_head = ch->cmd_tail = NULL;
+	ch->wake_pending = 0;
+	pthread_mutex_unlock(&ch->mu);
+	return run_list(cmd);
+}
+
+/* Commands posted by callbacks on this thread; running them may post more. */
+static int run_local(struct trpc_channel *ch)
+{
+	int stop = 0;
+	while (ch->local_head != NULL) {
+		struct ccmd *cmd = ch->local_head;
+		ch->local_head = ch->local_tail = NULL;
+		stop |= run_list(cmd);
 	}
 	return stop;
 }
@@ -887,11 +931,15 @@ static void *channel_main(void *arg)
 		struct timer *t;
 		while ((t = theap_pop_due(&ch->timers, now)) != NULL)
 			t->fire(t);
+		stop |= run_local(ch);
 		flush_and_reap(ch);
 	}
 	/* Shutdown: cancel every call, close every connection. */
-	while (ch->calls != NULL)
+	run_local(ch);
+	while (ch->calls != NULL) {
 		fail_call(ch->calls, TRPC_STATUS_CANCELLED, "channel closed");
+		run_local(ch); /* on_close may have started calls: end those too */
+	}
 	for (size_t i = 0; i < ch->neps; i++)
 		if (ch->eps[i].conn != NULL)
 			cconn_close(ch->eps[i].conn, "channel closed");
@@ -1230,7 +1278,7 @@ const char *trpc_ccall_header(const trpc_ccall *call, const char *key, size_t *l
 
 const char *trpc_ccall_endpoint(const trpc_ccall *call)
 {
-	return call->endpoint_name[0] ? call->endpoint_name : NULL;
+	return call->endpoint_name;
 }
 
 /* ------------------------------------------------------------------ blocking unary */

@@ -98,6 +98,7 @@ struct trpc_channel {
 	pthread_mutex_t mu; /* guards the command queue */
 	struct ccmd *cmd_head, *cmd_tail;
 	int wake_pending;
+	struct ccmd *local_head, *local_tail; /* posted on the channel thread itself */
 	SSL_CTX *ssl_ctx;
 	struct endpoint *eps;
 	size_t neps;
@@ -164,10 +165,10 @@ struct trpc_ccall {
 	struct codec_framer framer;
 	int pushback_ms;
 	int local_error; /* the attempt ended by a transport failure */
-	char local_msg[600];
+	char *local_msg; /* malloc'd, set with ccall_local_error() */
 	struct timer deadline_timer;
 	struct timer retry_timer;
-	char endpoint_name[300];
+	const char *endpoint_name; /* the endpoint's name (lives with the channel) */
 	/* blocking unary support */
 	int keep_message;
 	ProtobufCMessage *kept;
@@ -193,5 +194,8 @@ void channel_on_conn_closed(struct endpoint *ep, struct cconn *c, const char *wh
 /* A stream ended: decides between retry and completion. */
 void channel_attempt_done(struct trpc_ccall *call);
 void ccall_unref_internal(struct trpc_ccall *call);
+/* Marks the attempt as ended by a transport failure, with a reason. */
+void ccall_local_error(struct trpc_ccall *call, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -12,9 +12,10 @@
 --     ones. They are meant for READ COMMITTED (the default); under
 --     REPEATABLE READ a concurrent winner surfaces as a serialization error
 --     (SQLSTATE 40001) instead of false.
---   * The CAS functions check atomicity and the few guards listed below;
---     which transitions are legal (the state machine tables) is the
---     engine's business.
+--   * Transition rows are written only through these functions (a direct
+--     INSERT would bypass the row lock). They check atomicity and the few
+--     guards listed below; which transitions are legal (the state machine
+--     tables) is the engine's business.
 --
 -- Errors raised on purpose (SQLSTATE):
 --   P0002 no_data_found            task or step does not exist
@@ -229,6 +230,7 @@ DECLARE
     v_current   text;
     v_last_sort integer;
     v_terminal  boolean;
+    v_reset     boolean := COALESCE(p_reset_attempts, false);
 BEGIN
     IF p_from_states IS NULL THEN
         RAISE EXCEPTION 'from-state list must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -265,7 +267,7 @@ BEGIN
     IF p_to_state IN ('in_progress', 'enqueued') AND v_step.in_process THEN
         RETURN NULL;
     END IF;
-    IF v_current = 'error' AND p_to_state = 'pending' AND NOT p_reset_attempts
+    IF v_current = 'error' AND p_to_state = 'pending' AND NOT v_reset
        AND NOT (v_step.retryable AND v_step.attempts < v_step.max_attempts) THEN
         RETURN NULL;
     END IF;
@@ -284,12 +286,12 @@ BEGIN
 
     UPDATE tasker.workflow_steps ws
     SET in_process              = (p_to_state = 'in_progress'),
-        attempts                = CASE WHEN p_reset_attempts THEN 0
+        attempts                = CASE WHEN v_reset THEN 0
                                        WHEN p_to_state = 'in_progress' THEN ws.attempts + 1
                                        ELSE ws.attempts END,
         last_attempted_at       = CASE WHEN p_to_state = 'in_progress' THEN now()
                                        ELSE ws.last_attempted_at END,
-        backoff_request_seconds = CASE WHEN p_reset_attempts THEN NULL
+        backoff_request_seconds = CASE WHEN v_reset THEN NULL
                                        ELSE ws.backoff_request_seconds END,
         processed               = v_terminal,
         processed_at            = CASE WHEN v_terminal THEN now() END,
