@@ -56,11 +56,11 @@ int main(int argc, char **argv)
 	char out[64] = "";
 	if (strcmp(op, "create") == 0 && argc >= 5) {
 		struct eng_task_request req = {.namespace_name = argv[3],
-					       .name = argv[4],
-					       .context_json = argc > 5 ? argv[5] : NULL,
-					       .version = argc > 6 && *argv[6] ? argv[6] : NULL,
-					       .idempotency_key = argc > 7 ? argv[7] : NULL,
-					       .initiator = "engine-probe"};
+		                               .name = argv[4],
+		                               .context_json = argc > 5 ? argv[5] : NULL,
+		                               .version = argc > 6 && *argv[6] ? argv[6] : NULL,
+		                               .idempotency_key = argc > 7 ? argv[7] : NULL,
+		                               .initiator = "engine-probe"};
 		struct eng_task_created created;
 		rv = eng_task_create(e, &req, &created, &err);
 		if (rv == 0)
@@ -69,11 +69,11 @@ int main(int argc, char **argv)
 		rv = eng_task_cancel(e, argv[3], &err);
 		snprintf(out, sizeof out, "cancelled");
 	} else if (strcmp(op, "resolve") == 0 && argc >= 5) {
-		int action = strcmp(argv[4], "reset") == 0	   ? ENG_STEP_RESET_FOR_RETRY
-			     : strcmp(argv[4], "resolve") == 0 ? ENG_STEP_RESOLVE_MANUALLY
-							       : ENG_STEP_COMPLETE_MANUALLY;
+		int action = strcmp(argv[4], "reset") == 0     ? ENG_STEP_RESET_FOR_RETRY
+		             : strcmp(argv[4], "resolve") == 0 ? ENG_STEP_RESOLVE_MANUALLY
+		                                               : ENG_STEP_COMPLETE_MANUALLY;
 		rv = eng_step_resolve(e, argv[3], action, argc > 5 ? argv[5] : NULL, "engine-probe",
-				      "test", &err);
+		                      "test", &err);
 		snprintf(out, sizeof out, "resolved");
 	} else if (strcmp(op, "drive") == 0) {
 		rv = eng_task_drive(e, argv[3], &err);
