@@ -449,10 +449,36 @@ def test_tls_errors():
             s.stop()
 
 
+# ------------------------------------------------------------------ GOAWAY
+
+def test_goaway():
+    """A server that retires connections (max_connection_age -> GOAWAY):
+    the channel reconnects for new calls and no call fails."""
+    srv = start("interop-server", ["--keepalive.max_connection_age=300ms",
+                                   "--keepalive.max_connection_age_grace=2s"])
+    p = Probe("goaway")
+    try:
+        p.checked("channel %s round_robin keepalive_time_ms=100" % ep(srv.port))
+        c0 = p.stats()["metrics"]["connects"]
+        ok = failed = 0
+        for _ in range(8):
+            r = p.checked("calls 5 empty 5000")
+            ok += r["ok"]
+            failed += r["failed"]
+            p.checked("sleep 150")
+        c1 = p.stats()["metrics"]["connects"]
+        tap.ok(ok == 40 and failed == 0, "GOAWAY: every call succeeds across connection "
+               "retirements (%d ok, %d failed)" % (ok, failed))
+        tap.ok(c1 - c0 >= 2, "GOAWAY: the channel opened new connections (%d)" % (c1 - c0))
+    finally:
+        close_probe(p)
+        srv.stop()
+
+
 # ------------------------------------------------------------------ main
 
 try:
-    for t in (test_load_balancing, test_failover, test_retries, test_tls_errors):
+    for t in (test_load_balancing, test_failover, test_retries, test_tls_errors, test_goaway):
         group(t)
 finally:
     signal.alarm(0)

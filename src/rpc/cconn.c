@@ -683,6 +683,13 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
 		char tmp[16];
 		snprintf(tmp, sizeof tmp, "%.*s", (int)(valuelen < 15 ? valuelen : 15), value);
 		call->pushback_ms = tmp[0] == '-' ? -2 : atoi(tmp);
+	} else if (header_is(name, namelen, "retry-after") && call->pushback_ms < 0) {
+		/* HTTP's hint in seconds (servers under backpressure send it);
+		 * grpc-retry-pushback-ms wins when both are present. */
+		char tmp[16];
+		snprintf(tmp, sizeof tmp, "%.*s", (int)(valuelen < 15 ? valuelen : 15), value);
+		if (tmp[0] >= '0' && tmp[0] <= '9')
+			call->pushback_ms = atoi(tmp) * 1000;
 	}
 	if (namelen > 0 && name[0] == ':')
 		return 0;
