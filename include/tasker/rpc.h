@@ -387,12 +387,24 @@ struct trpc_channel_config {
 	int reconnect_max_backoff_ms;     /* default 120 s */
 	int keepalive_time_ms;            /* 0 = no client PINGs (default) */
 	int keepalive_timeout_ms;         /* default 20 s */
-	/* circuit breaker, per endpoint */
+	/* Circuit breaker, per endpoint. Failures: transport errors (connect,
+	 * TLS, lost connection) and the statuses UNAVAILABLE,
+	 * DEADLINE_EXCEEDED, INTERNAL and RESOURCE_EXHAUSTED; other statuses
+	 * are the request's fault and count as successes. OPEN becomes
+	 * HALF_OPEN when open_timeout has passed (seen at the next pick). */
 	int failure_threshold;   /* consecutive failures that open it; default 5 */
 	int open_timeout_ms;     /* default 30 s */
 	int half_open_max_calls; /* probes let through when half-open; default 3 */
 	int success_threshold;   /* successes that close it again; default 2 */
-	/* retries (unary and server-streaming calls, before any response) */
+	/* Retries (calls started with their whole request and
+	 * TRPC_START_HALF_CLOSE): attempts = 1 + max_retries; retried on a
+	 * transport failure or a status in retry_codes, never once response
+	 * headers or a message arrived; the wait is the server's
+	 * grpc-retry-pushback-ms (or retry-after, in seconds) when given
+	 * (a negative pushback forbids retrying), else
+	 * initial_backoff * multiplier^(n-1) capped at max_backoff, with jitter
+	 * in [0.5, 1.0] of that; when the wait would pass the deadline the call
+	 * ends at once with the last status. */
 	int max_retries;           /* default 3; 0 disables */
 	int initial_backoff_ms;    /* default 100 */
 	double backoff_multiplier; /* default 2.0 */
@@ -447,7 +459,8 @@ struct trpc_call_options {
  * Blocking unary call. On return *resp is the decoded response (caller
  * frees with protobuf_c_message_free_unpacked(resp, NULL)) when st->code is
  * OK, else NULL. Returns st->code (>= 0) or a negative enum trpc_error for
- * misuse. Never call it from a channel callback.
+ * misuse; *st is filled either way, so always release it with
+ * trpc_call_status_clear. Never call it from a channel callback.
  */
 TRPC_API int trpc_unary(trpc_channel *ch, const char *method, const ProtobufCMessage *req,
                         const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
@@ -501,7 +514,9 @@ struct trpc_channel_metrics {
 };
 TRPC_API void trpc_channel_metrics(trpc_channel *ch, struct trpc_channel_metrics *m);
 
-/* Diagnostics: endpoints in target order. */
+/* Diagnostics: endpoints in target order (resolved once, when the channel
+ * is created; the list does not change). endpoint_calls counts attempts
+ * sent to the endpoint, retries included. */
 TRPC_API size_t trpc_channel_endpoint_count(trpc_channel *ch);
 TRPC_API const char *trpc_channel_endpoint_name(trpc_channel *ch, size_t i);
 TRPC_API int trpc_channel_endpoint_circuit(trpc_channel *ch,
