@@ -1,0 +1,1143 @@
+/*
+ * worker: the claim / run / report loop (worker.h; the SQL side is
+ * migrations/0007_worker.sql).
+ *
+ * A job is one queue message in hand, from the read until it is archived,
+ * released or left to time out. Every job is on the `held` list (which
+ * the lease thread walks) and counts in `busy`; the dispatcher reads no
+ * more messages than concurrency - busy, so every job has a handler
+ * thread ready for it. One mutex guards the run queue, the held list and
+ * the counters; it is never held across a database call or a handler.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "store/migrate.h"
+#include "store/queue.h"
+#include "worker/worker.h"
+
+#define IDLE_SLICE_MS     200  /* longest wait before looking at the stop flag */
+#define BACKOFF_MIN_MS    250  /* after a database error */
+#define BACKOFF_MAX_MS    5000 /* the pause stops growing here */
+#define LISTENER_RETRY_MS 5000 /* LISTEN connection attempts while polling */
+#define UUID_LEN          36
+
+#define NS_PER_MS 1000000LL
+
+struct job {
+	struct job *next;          /* run queue */
+	struct job *lprev, *lnext; /* held list */
+	size_t queue;              /* index into w->queues */
+	struct mq_msg msg;         /* msg.message is owned */
+	int64_t lease_due_ns;      /* next visibility extension */
+	atomic_int child_pgid;     /* a running exec handler's process group */
+	char task_uuid[UUID_LEN + 1], step_uuid[UUID_LEN + 1];
+	char correlation_id[UUID_LEN + 1]; /* "" when the message had none */
+};
+
+struct wk_worker {
+	char uuid[UUID_LEN + 1];
+	int vt_s, batch, poll_ms, step_timeout_ms, concurrency;
+	char *conninfo;
+	const struct wk_registry *reg;
+	struct db_pool *pool;
+	char **queues, **channels;
+	size_t nq;
+	size_t next_queue; /* dispatcher only: where the next poll round starts */
+
+	pthread_mutex_t mu;
+	pthread_cond_t work_cv;  /* a job was queued, or quit */
+	pthread_cond_t idle_cv;  /* a job ended */
+	pthread_cond_t lease_cv; /* lease_quit */
+	struct job *head, *tail; /* run queue */
+	struct job *held;        /* every job in hand */
+	int busy;                /* jobs in hand */
+	int quit;                /* handler threads: leave when the run queue is empty */
+	int lease_quit;
+	int sync_ready;                   /* mu and the condition variables exist */
+	atomic_int results_queue_missing; /* seen NOT_FOUND: create it before the next report */
+
+	atomic_int stopping;
+	atomic_int abandoned;
+
+	pthread_t dispatcher, leaser, *handlers;
+	int n_handlers; /* started */
+	int dispatcher_started, leaser_started;
+};
+
+/* ================================================================== helpers */
+
+static int64_t ms_to_ns(int64_t ms)
+{
+	return ms * NS_PER_MS;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * NS_PER_MS};
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+static int next_backoff(int ms)
+{
+	ms = ms < BACKOFF_MIN_MS ? BACKOFF_MIN_MS : ms * 2;
+	return ms > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ms;
+}
+
+/* pthread_cond_timedwait on CLOCK_MONOTONIC for at most ms. */
+static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
+{
+	int64_t t = wk_now_ns() + ms_to_ns(ms);
+	struct timespec ts = {.tv_sec = (time_t)(t / 1000000000),
+	                      .tv_nsec = (long)(t % 1000000000)};
+
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static int cond_init_monotonic(pthread_cond_t *cv)
+{
+	pthread_condattr_t a;
+	int rc;
+
+	pthread_condattr_init(&a);
+	pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(cv, &a);
+	pthread_condattr_destroy(&a);
+	return rc;
+}
+
+static int is_uuid(const char *s)
+{
+	if (s == NULL || strlen(s) != UUID_LEN)
+		return 0;
+	for (int i = 0; i < UUID_LEN; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return 0;
+		} else if (!isxdigit((unsigned char)s[i])) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* UUID version 7 (RFC 9562): 48-bit Unix milliseconds, then random bits. */
+static void make_uuid_v7(char out[UUID_LEN + 1])
+{
+	uint8_t b[16];
+	struct timespec ts;
+	uint64_t ms;
+
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+		/* Not expected on Linux >= 3.17; mix time and pid rather than fail. */
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t x =
+		    (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^ (uint64_t)ts.tv_sec;
+		for (size_t i = 0; i < sizeof(b); i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			b[i] = (uint8_t)x;
+		}
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	for (int i = 0; i < 6; i++)
+		b[i] = (uint8_t)(ms >> (40 - 8 * i));
+	b[6] = (uint8_t)(0x70 | (b[6] & 0x0F));
+	b[8] = (uint8_t)(0x80 | (b[8] & 0x3F));
+	snprintf(out, UUID_LEN + 1,
+	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+	         b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+	         b[15]);
+}
+
+/* Logs the first failure of a streak and the recovery, not every retry. */
+struct streak {
+	int failing;
+};
+
+static void streak_fail(struct streak *s, const char *what, const struct tk_err *err)
+{
+	if (!s->failing)
+		trpc_log(TRPC_LOG_WARN, "%s: %s; retrying", what, err->msg);
+	s->failing = 1;
+}
+
+static void streak_ok(struct streak *s, const char *what)
+{
+	if (s->failing)
+		trpc_log(TRPC_LOG_INFO, "%s: working again", what);
+	s->failing = 0;
+}
+
+/*
+ * Runs op(w, conn, arg, err) on a pooled connection; one that failed under
+ * op goes back marked broken, so that the pool resets it before its next
+ * use. Returns op's result or db_acquire()'s error.
+ */
+typedef int (*conn_op)(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err);
+
+static int with_conn(struct wk_worker *w, conn_op op, void *arg, struct tk_err *err)
+{
+	PGconn *conn = db_acquire(w->pool, err);
+	int rc;
+
+	if (conn == NULL)
+		return err->code;
+	rc = op(w, conn, arg, err);
+	db_release(w->pool, conn, rc == TRPC_ERR_UNAVAILABLE);
+	return rc;
+}
+
+/* ================================================================== jobs */
+
+static void job_free(struct job *job)
+{
+	if (job == NULL)
+		return;
+	free(job->msg.message);
+	free(job);
+}
+
+/* Takes a message into hand (the caller holds no lock). */
+static void job_push(struct wk_worker *w, struct job *job)
+{
+	pthread_mutex_lock(&w->mu);
+	job->lnext = w->held;
+	if (w->held != NULL)
+		w->held->lprev = job;
+	w->held = job;
+	w->busy++;
+	if (w->tail != NULL)
+		w->tail->next = job;
+	else
+		w->head = job;
+	w->tail = job;
+	pthread_cond_signal(&w->work_cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* Lets go of a job the handler thread has finished with. */
+static void job_done(struct wk_worker *w, struct job *job)
+{
+	pthread_mutex_lock(&w->mu);
+	if (job->lprev != NULL)
+		job->lprev->lnext = job->lnext;
+	else
+		w->held = job->lnext;
+	if (job->lnext != NULL)
+		job->lnext->lprev = job->lprev;
+	w->busy--;
+	pthread_cond_broadcast(&w->idle_cv);
+	pthread_mutex_unlock(&w->mu);
+	job_free(job);
+}
+
+/* Reads task_uuid, step_uuid and correlation_id from the message. Returns 0 or -1. */
+static int parse_message(struct job *job)
+{
+	json_t *m = job->msg.message != NULL ? json_loads(job->msg.message, 0, NULL) : NULL;
+	const char *task = json_string_value(json_object_get(m, "task_uuid"));
+	const char *step = json_string_value(json_object_get(m, "step_uuid"));
+	const char *corr = json_string_value(json_object_get(m, "correlation_id"));
+	int ok = is_uuid(task) && is_uuid(step) && (corr == NULL || is_uuid(corr));
+
+	if (ok) {
+		memcpy(job->task_uuid, task, UUID_LEN + 1);
+		memcpy(job->step_uuid, step, UUID_LEN + 1);
+		if (corr != NULL)
+			memcpy(job->correlation_id, corr, UUID_LEN + 1);
+	}
+	json_decref(m);
+	return ok ? 0 : -1;
+}
+
+/* ================================================================== single-message operations */
+
+/* The operations a handler thread does on its own message outside a claim or a report. */
+enum msg_op {
+	MSG_ARCHIVE = 1, /* drop a message that can never be processed */
+	MSG_RELEASE = 2  /* visible again at once, for another worker */
+};
+
+struct msg_ref {
+	const char *queue;
+	int64_t msg_id;
+	enum msg_op op;
+};
+
+static int message_op_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
+{
+	const struct msg_ref *m = arg;
+
+	return m->op == MSG_ARCHIVE ? mq_archive(conn, m->queue, m->msg_id, err)
+	                            : mq_set_vt(conn, m->queue, m->msg_id, 0, err);
+}
+
+static void message_op(struct wk_worker *w, const char *queue, int64_t msg_id, enum msg_op op)
+{
+	struct msg_ref m = {.queue = queue, .msg_id = msg_id, .op = op};
+	struct tk_err err;
+	int rc;
+
+	tk_err_clear(&err);
+	rc = with_conn(w, message_op_tx, &m, &err);
+	if (rc != 0 && rc != TRPC_ERR_NOT_FOUND)
+		trpc_log(TRPC_LOG_WARN,
+		         "%s message %" PRId64 ": %s (it comes back after its timeout)", queue,
+		         msg_id, err.msg);
+}
+
+/* ================================================================== claim */
+
+struct step_run {
+	json_t *input;
+	char *input_text;
+	const struct wk_step_entry *entry;
+	const char *correlation_id; /* inside input */
+	int attempt;
+};
+
+static void step_run_clear(struct step_run *run)
+{
+	json_decref(run->input);
+	free(run->input_text);
+	memset(run, 0, sizeof(*run));
+}
+
+static const char SQL_CLAIM[] =
+    "SELECT tasker.claim_step($1::uuid, $2::uuid, $3::uuid, $4::integer)";
+static const char SQL_INPUT[] = "SELECT tasker.worker_step_input($1::uuid, $2::uuid)::text";
+
+/* Parses the handler input and finds the step's handler. 0, or -1 when not ours. */
+static int take_input(struct wk_worker *w, const char *text, struct step_run *run)
+{
+	json_t *task;
+	const char *ns, *name, *version, *step;
+
+	if ((run->input = json_loads(text, 0, NULL)) == NULL)
+		return -1;
+	task = json_object_get(run->input, "task");
+	ns = json_string_value(json_object_get(task, "namespace"));
+	name = json_string_value(json_object_get(task, "name"));
+	version = json_string_value(json_object_get(task, "version"));
+	step = json_string_value(json_object_get(run->input, "step_name"));
+	run->correlation_id = json_string_value(json_object_get(run->input, "correlation_id"));
+	run->attempt = (int)json_integer_value(json_object_get(run->input, "attempt"));
+	if (ns == NULL || name == NULL || version == NULL || step == NULL)
+		return -1;
+	run->entry = wk_registry_find(w->reg, ns, name, version, step);
+	if (run->entry == NULL || run->entry->handler == NULL) {
+		trpc_log(
+		    TRPC_LOG_WARN, "step %s (%s/%s@%s, step %s): %s here; left for another worker",
+		    json_string_value(json_object_get(run->input, "step_uuid")), ns, name, version,
+		    step,
+		    run->entry == NULL ? "template not loaded" : "no handler for its callable");
+		return -1;
+	}
+	run->input_text = json_dumps(run->input, JSON_COMPACT);
+	return run->input_text != NULL ? 0 : -1;
+}
+
+/*
+ * One transaction: claim_step(); on 'skip' archive the message; otherwise
+ * load the handler input, and roll the claim back if this worker has no
+ * handler for the step. Returns 1 (run it), 0 (done with the message) or
+ * a negative code with err set.
+ */
+struct claim_args {
+	struct job *job;
+	struct step_run *run;
+};
+
+static int claim_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
+{
+	struct job *job = ((struct claim_args *)arg)->job;
+	struct step_run *run = ((struct claim_args *)arg)->run;
+	const char *queue = w->queues[job->queue];
+	const char *corr = job->correlation_id[0] != '\0' ? job->correlation_id : NULL;
+	char read_ct[16], verdict[16];
+	const char *const claim_params[] = {job->step_uuid, w->uuid, corr, read_ct};
+	const char *const input_params[] = {job->step_uuid, corr};
+	PGresult *res;
+	int rc;
+
+	snprintf(read_ct, sizeof(read_ct), "%d", job->msg.read_ct);
+	if ((rc = db_begin(conn, err)) != 0)
+		return rc;
+	if ((res = db_exec_prepared(conn, "wk_claim", SQL_CLAIM, 4, claim_params, err)) == NULL)
+		return err->code;
+	snprintf(verdict, sizeof(verdict), "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+
+	if (strcmp(verdict, "skip") == 0) {
+		rc = mq_archive(conn, queue, job->msg.msg_id, err);
+		if (rc != 0 && rc != TRPC_ERR_NOT_FOUND)
+			return rc;
+		if ((rc = db_commit(conn, err)) != 0)
+			return rc;
+		trpc_log(TRPC_LOG_INFO,
+		         "step %s: not claimable (cancelled, finished, or running elsewhere); "
+		         "message %" PRId64 " archived",
+		         job->step_uuid, job->msg.msg_id);
+		return 0;
+	}
+
+	if ((res = db_exec_prepared(conn, "wk_input", SQL_INPUT, 2, input_params, err)) == NULL)
+		return err->code;
+	rc = PQgetisnull(res, 0, 0) ? -1 : take_input(w, PQgetvalue(res, 0, 0), run);
+	PQclear(res);
+	if (rc != 0)
+		return db_rollback(conn, err);
+	if ((rc = db_commit(conn, err)) != 0)
+		return rc;
+	if (strcmp(verdict, "reclaimed") == 0)
+		trpc_log(TRPC_LOG_WARN,
+		         "step %s (%s): reclaimed, attempt %d: its message came back after the "
+		         "visibility timeout (read %d times); the previous worker is presumed dead",
+		         job->step_uuid, run->entry->step_name, run->attempt, job->msg.read_ct);
+	else
+		trpc_log(TRPC_LOG_DEBUG, "step %s (%s): claimed, attempt %d", job->step_uuid,
+		         run->entry->step_name, run->attempt);
+	return 1;
+}
+
+/* Returns 1 when the step is ours to run (run filled), else 0. */
+static int claim(struct wk_worker *w, struct job *job, struct step_run *run)
+{
+	struct claim_args args = {.job = job, .run = run};
+	struct tk_err err;
+	int rc;
+
+	tk_err_clear(&err);
+	rc = with_conn(w, claim_tx, &args, &err);
+	if (rc < 0)
+		trpc_log(TRPC_LOG_WARN,
+		         "step %s: claim failed: %s (the message comes back within %d s)",
+		         job->step_uuid, err.msg, w->vt_s);
+	if (rc != 1)
+		step_run_clear(run);
+	return rc == 1;
+}
+
+/* ================================================================== report */
+
+static const char SQL_REPORT[] = "SELECT tasker.transition_step_state_atomic($1::uuid, "
+                                 "ARRAY['in_progress'], $2::text, $3::jsonb, $4::jsonb)";
+
+struct report {
+	const char *to_state;
+	char *results;  /* the StepExecutionResult */
+	char *metadata; /* {worker_uuid, correlation_id, event: <result>} */
+	char *notice;   /* the message for orchestration_step_results */
+};
+
+static void report_clear(struct report *r)
+{
+	free(r->results);
+	free(r->metadata);
+	free(r->notice);
+	memset(r, 0, sizeof(*r));
+}
+
+static int report_build(struct wk_worker *w, const struct job *job, const struct step_run *run,
+                        const struct wk_outcome *out, const struct wk_result_meta *meta,
+                        struct report *r)
+{
+	const char *corr = run->correlation_id != NULL ? run->correlation_id : job->correlation_id;
+	json_t *res = wk_outcome_to_result(out, meta), *md, *notice;
+
+	r->to_state = out->status == WK_COMPLETED ? "enqueued_for_orchestration"
+	                                          : "enqueued_as_error_for_orchestration";
+	if (res == NULL)
+		return TRPC_ERR_NOMEM;
+	md = json_pack("{s:s, s:s, s:O}", "worker_uuid", w->uuid, "correlation_id", corr, "event",
+	               res);
+	notice = json_pack("{s:s, s:s, s:s}", "task_uuid", job->task_uuid, "step_uuid",
+	                   job->step_uuid, "correlation_id", corr);
+	r->results = json_dumps(res, JSON_COMPACT);
+	r->metadata = md != NULL ? json_dumps(md, JSON_COMPACT) : NULL;
+	r->notice = notice != NULL ? json_dumps(notice, JSON_COMPACT) : NULL;
+	json_decref(res);
+	json_decref(md);
+	json_decref(notice);
+	return r->results && r->metadata && r->notice ? 0 : TRPC_ERR_NOMEM;
+}
+
+struct report_args {
+	const struct job *job;
+	const struct report *r;
+	int written; /* out: the transition happened */
+};
+
+/*
+ * One transaction: the CAS transition with the result, the notice to the
+ * orchestration when it was written, the archive of the message. The
+ * transition does not happen when the step was cancelled or finished by
+ * someone else meanwhile; the message is archived all the same.
+ */
+static int report_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
+{
+	struct report_args *a = arg;
+	const struct job *job = a->job;
+	const struct report *r = a->r;
+	int *written = &a->written;
+	const char *const params[] = {job->step_uuid, r->to_state, r->metadata, r->results};
+	PGresult *res;
+	int rc;
+
+	if (atomic_load(&w->results_queue_missing) && mq_create(conn, WK_RESULTS_QUEUE, err) == 0)
+		atomic_store(&w->results_queue_missing, 0);
+	if ((rc = db_begin(conn, err)) != 0)
+		return rc;
+	if ((res = db_exec_prepared(conn, "wk_report", SQL_REPORT, 4, params, err)) == NULL)
+		return err->code;
+	*written = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	PQclear(res);
+	if (*written && (rc = mq_send(conn, WK_RESULTS_QUEUE, r->notice, 0, NULL, err)) != 0) {
+		if (rc == TRPC_ERR_NOT_FOUND) /* dropped since start-up: recreate, then retry */
+			atomic_store(&w->results_queue_missing, 1);
+		return rc;
+	}
+	rc = mq_archive(conn, w->queues[job->queue], job->msg.msg_id, err);
+	if (rc != 0 && rc != TRPC_ERR_NOT_FOUND)
+		return rc;
+	return db_commit(conn, err);
+}
+
+static void log_outcome(const struct job *job, const struct step_run *run,
+                        const struct wk_outcome *out, int64_t ms, int written)
+{
+	const char *step = run->entry->step_name;
+
+	if (!written)
+		trpc_log(TRPC_LOG_INFO,
+		         "step %s (%s): result dropped: the step left in_progress meanwhile "
+		         "(cancelled or finished elsewhere)",
+		         job->step_uuid, step);
+	else if (out->status == WK_COMPLETED)
+		trpc_log(TRPC_LOG_INFO, "step %s (%s): completed in %" PRId64 " ms (attempt %d)",
+		         job->step_uuid, step, ms, run->attempt);
+	else
+		trpc_log(TRPC_LOG_INFO, "step %s (%s): %s in %" PRId64 " ms (attempt %d, %s): %s",
+		         job->step_uuid, step, out->status == WK_FAILED ? "failed" : "error", ms,
+		         run->attempt, out->retryable ? "retryable" : "not retryable",
+		         out->error_message != NULL ? out->error_message : "");
+}
+
+/*
+ * Reports until it worked: connection problems are retried with a growing
+ * pause (the lease thread keeps the message hidden meanwhile); a result
+ * the database refuses is replaced once by an error result saying so.
+ */
+static void report(struct wk_worker *w, const struct job *job, const struct step_run *run,
+                   struct wk_outcome *out, const struct wk_result_meta *meta)
+{
+	struct streak streak = {0};
+	int delay = 0, replaced = 0, rc;
+	char what[96];
+
+	snprintf(what, sizeof(what), "step %s: reporting the result", job->step_uuid);
+	for (;;) {
+		struct report r = {0};
+		struct report_args args = {.job = job, .r = &r};
+		struct tk_err err;
+
+		tk_err_clear(&err);
+		rc = report_build(w, job, run, out, meta, &r);
+		if (rc != 0)
+			tk_err_set(&err, rc, "out of memory");
+		else
+			rc = with_conn(w, report_tx, &args, &err);
+		report_clear(&r);
+		if (rc == 0) {
+			streak_ok(&streak, what);
+			log_outcome(job, run, out, meta->execution_time_ms, args.written);
+			return;
+		}
+		if ((rc == TRPC_ERR_DB || rc == TRPC_ERR_INVALID) && !replaced) {
+			trpc_log(TRPC_LOG_ERROR, "%s: refused: %s", what, err.msg);
+			wk_outcome_fail(out, WK_ERROR, "ResultNotStored", 0,
+			                "the handler's result could not be stored: %s", err.msg);
+			replaced = 1;
+			continue;
+		}
+		if (rc == TRPC_ERR_DB || rc == TRPC_ERR_INVALID || rc == TRPC_ERR_NOMEM ||
+		    atomic_load(&w->abandoned)) {
+			trpc_log(
+			    TRPC_LOG_ERROR,
+			    "%s: giving up: %s; the message comes back after its timeout and the "
+			    "step is reclaimed",
+			    what, err.msg);
+			return;
+		}
+		streak_fail(&streak, what, &err);
+		sleep_ms(delay = next_backoff(delay));
+	}
+}
+
+/* ================================================================== handler threads */
+
+static void run_step(struct wk_worker *w, struct job *job, struct step_run *run)
+{
+	const struct wk_step_entry *e = run->entry;
+	int timeout_ms = e->timeout_s > 0 ? e->timeout_s * 1000 : w->step_timeout_ms;
+	int64_t start = wk_now_ns();
+	struct wk_call call = {
+	    .input = run->input,
+	    .input_text = run->input_text,
+	    .input_len = strlen(run->input_text),
+	    .step_name = e->step_name,
+	    .attempt = run->attempt,
+	    .timeout_ms = timeout_ms,
+	    .deadline_ns = start + ms_to_ns(timeout_ms),
+	    .child_pgid = &job->child_pgid,
+	};
+	struct wk_result_meta meta = {
+	    .step_uuid = job->step_uuid, .worker_uuid = w->uuid, .attempt = run->attempt};
+	struct wk_outcome out;
+
+	wk_outcome_init(&out);
+	wk_handler_run(e->handler, &call, &out);
+	meta.execution_time_ms = (wk_now_ns() - start) / NS_PER_MS;
+	if (!atomic_load(&w->abandoned))
+		report(w, job, run, &out, &meta);
+	wk_outcome_clear(&out);
+}
+
+static void process(struct wk_worker *w, struct job *job)
+{
+	const char *queue = w->queues[job->queue];
+	struct step_run run = {0};
+
+	if (atomic_load(&w->stopping)) {
+		message_op(w, queue, job->msg.msg_id, MSG_RELEASE);
+		return;
+	}
+	if (parse_message(job) != 0) {
+		trpc_log(TRPC_LOG_ERROR,
+		         "%s message %" PRId64 ": not a step message (want task_uuid, step_uuid, "
+		         "correlation_id): archived",
+		         queue, job->msg.msg_id);
+		message_op(w, queue, job->msg.msg_id, MSG_ARCHIVE);
+		return;
+	}
+	if (!claim(w, job, &run))
+		return;
+	run_step(w, job, &run);
+	step_run_clear(&run);
+}
+
+static void *handler_main(void *arg)
+{
+	struct wk_worker *w = arg;
+	struct job *job;
+
+	for (;;) {
+		pthread_mutex_lock(&w->mu);
+		while (w->head == NULL && !w->quit)
+			pthread_cond_wait(&w->work_cv, &w->mu);
+		job = w->head;
+		if (job != NULL) {
+			w->head = job->next;
+			if (w->head == NULL)
+				w->tail = NULL;
+			job->next = NULL;
+		}
+		pthread_mutex_unlock(&w->mu);
+		if (job == NULL)
+			return NULL; /* quit, and nothing left */
+		process(w, job);
+		job_done(w, job);
+	}
+}
+
+/* ================================================================== leases */
+
+struct lease {
+	size_t queue;
+	int64_t msg_id;
+};
+
+/* Copies the leases due now (at most cap) and schedules their next extension. */
+static size_t due_leases(struct wk_worker *w, struct lease *out, size_t cap)
+{
+	int64_t now = wk_now_ns(), half = ms_to_ns((int64_t)w->vt_s * 1000) / 2;
+	size_t n = 0;
+
+	for (struct job *j = w->held; j != NULL && n < cap; j = j->lnext) {
+		if (j->lease_due_ns > now)
+			continue;
+		out[n++] = (struct lease){.queue = j->queue, .msg_id = j->msg.msg_id};
+		j->lease_due_ns = now + half;
+	}
+	return n;
+}
+
+/* A lease that could not be extended is tried again at the next tick. */
+static void lease_retry(struct wk_worker *w, const struct lease *l)
+{
+	for (struct job *j = w->held; j != NULL; j = j->lnext)
+		if (j->msg.msg_id == l->msg_id && j->queue == l->queue)
+			j->lease_due_ns = 0;
+}
+
+struct extend_args {
+	const struct lease *ls;
+	size_t n, done;
+};
+
+/* Extends the leases in order; args->done counts the ones extended. */
+static int extend_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
+{
+	struct extend_args *a = arg;
+	int rc;
+
+	for (; a->done < a->n; a->done++) {
+		const struct lease *l = &a->ls[a->done];
+		rc = mq_set_vt(conn, w->queues[l->queue], l->msg_id, w->vt_s, err);
+		if (rc != 0 && rc != TRPC_ERR_NOT_FOUND) /* NOT_FOUND: archived meanwhile */
+			return rc;
+	}
+	return 0;
+}
+
+static void *leaser_main(void *arg)
+{
+	struct wk_worker *w = arg;
+	/* Extensions are due every vt/2 and happen up to one tick late; vt/8
+	 * leaves 3/8 of the timeout as margin for a slow database. */
+	int tick = w->vt_s * 1000 / 8;
+	struct lease *ls = calloc((size_t)w->concurrency, sizeof(*ls));
+	struct streak streak = {0};
+
+	tick = tick < 100 ? 100 : tick > 1000 ? 1000 : tick;
+	pthread_mutex_lock(&w->mu);
+	while (!w->lease_quit) {
+		struct extend_args args = {
+		    .ls = ls, .n = ls != NULL ? due_leases(w, ls, (size_t)w->concurrency) : 0};
+		struct tk_err err;
+		int rc = 0;
+
+		pthread_mutex_unlock(&w->mu);
+		tk_err_clear(&err);
+		if (args.n > 0 && (rc = with_conn(w, extend_tx, &args, &err)) != 0)
+			streak_fail(&streak, "extending visibility timeouts", &err);
+		else if (args.n > 0)
+			streak_ok(&streak, "extending visibility timeouts");
+		pthread_mutex_lock(&w->mu);
+		for (size_t i = args.done; rc != 0 && i < args.n; i++)
+			lease_retry(w, &ls[i]);
+		if (!w->lease_quit)
+			cond_wait_ms(&w->lease_cv, &w->mu, tick);
+	}
+	pthread_mutex_unlock(&w->mu);
+	free(ls);
+	return NULL;
+}
+
+/* ================================================================== dispatcher */
+
+struct poll_args {
+	int room; /* messages we can take */
+	int more; /* out: a queue may hold further messages */
+};
+
+/* Reads up to args->room messages over the queues into jobs. Returns 0 or
+ * a negative code with err set. Dispatcher thread only. */
+static int poll_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
+{
+	struct poll_args *a = arg;
+	int room = a->room, rc = 0;
+
+	a->more = 0;
+	for (size_t k = 0; k < w->nq && room > 0 && rc == 0; k++) {
+		size_t qi = (w->next_queue + k) % w->nq, n = 0;
+		int want = room < w->batch ? room : w->batch;
+		struct mq_msg *msgs = NULL;
+		int64_t due = wk_now_ns() + ms_to_ns((int64_t)w->vt_s * 1000) / 2;
+
+		if ((rc = mq_read(conn, w->queues[qi], w->vt_s, want, &msgs, &n, err)) != 0)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			struct job *job = calloc(1, sizeof(*job));
+			if (job == NULL) /* the message comes back after its timeout */
+				continue;
+			job->queue = qi;
+			job->msg = msgs[i];
+			msgs[i].message = NULL;
+			job->lease_due_ns = due;
+			job_push(w, job);
+		}
+		mq_msgs_free(msgs, n);
+		room -= (int)n;
+		if ((int)n == want)
+			a->more = 1;
+	}
+	w->next_queue = (w->next_queue + 1) % w->nq;
+	return rc;
+}
+
+static int room_now(struct wk_worker *w)
+{
+	int room;
+
+	pthread_mutex_lock(&w->mu);
+	room = w->concurrency - w->busy;
+	pthread_mutex_unlock(&w->mu);
+	return room;
+}
+
+/* Waits up to ms for a handler thread to become free. */
+static void wait_for_room(struct wk_worker *w, int ms)
+{
+	pthread_mutex_lock(&w->mu);
+	if (w->busy >= w->concurrency)
+		cond_wait_ms(&w->idle_cv, &w->mu, ms);
+	pthread_mutex_unlock(&w->mu);
+}
+
+struct dispatch {
+	struct mq_listener *listener;
+	int64_t listener_retry_ns;
+	int listener_warned;
+};
+
+static void ensure_listener(struct wk_worker *w, struct dispatch *d)
+{
+	struct tk_err err;
+
+	if (d->listener != NULL || wk_now_ns() < d->listener_retry_ns)
+		return;
+	tk_err_clear(&err);
+	d->listener = mq_listener_new(w->conninfo, (const char *const *)w->channels, w->nq, &err);
+	if (d->listener == NULL) {
+		if (!d->listener_warned)
+			trpc_log(TRPC_LOG_WARN, "LISTEN: %s; polling every %d ms meanwhile",
+			         err.msg, w->poll_ms);
+		d->listener_warned = 1;
+		d->listener_retry_ns = wk_now_ns() + ms_to_ns(LISTENER_RETRY_MS);
+	} else if (d->listener_warned) {
+		trpc_log(TRPC_LOG_INFO, "LISTEN: connected");
+		d->listener_warned = 0;
+	}
+}
+
+/* Waits up to ms for a notification. Returns 1 when one came. */
+static int wait_notification(struct dispatch *d, int ms)
+{
+	char channel[128];
+	struct tk_err err;
+	int rc;
+
+	if (d->listener == NULL) {
+		sleep_ms(ms);
+		return 0;
+	}
+	tk_err_clear(&err);
+	rc = mq_listener_wait(d->listener, ms, channel, sizeof(channel), NULL, &err);
+	if (rc < 0) {
+		trpc_log(TRPC_LOG_WARN, "LISTEN: %s", err.msg);
+		sleep_ms(ms);
+	}
+	return rc == 1;
+}
+
+static void *dispatcher_main(void *arg)
+{
+	struct wk_worker *w = arg;
+	struct dispatch d = {0};
+	struct streak streak = {0};
+	int64_t next_poll = 0;
+	int more = 1, delay = 0;
+
+	while (!atomic_load(&w->stopping)) {
+		int room = room_now(w);
+		int64_t now = wk_now_ns();
+
+		ensure_listener(w, &d);
+		if (room > 0 && (more || now >= next_poll)) {
+			struct poll_args args = {.room = room};
+			struct tk_err err;
+			tk_err_clear(&err);
+			if (with_conn(w, poll_tx, &args, &err) != 0) {
+				streak_fail(&streak, "reading the queues", &err);
+				delay = next_backoff(delay);
+				next_poll = wk_now_ns() + ms_to_ns(delay);
+				more = 0;
+			} else {
+				streak_ok(&streak, "reading the queues");
+				more = args.more;
+				delay = 0;
+				next_poll = wk_now_ns() + ms_to_ns(w->poll_ms);
+			}
+			continue;
+		}
+		if (room <= 0) {
+			/* All handler threads busy: when one frees up, look again
+			 * (the queues may have filled meanwhile). */
+			wait_for_room(w, IDLE_SLICE_MS);
+			more = room_now(w) > 0;
+			continue;
+		}
+		int64_t left_ms = (next_poll - now) / NS_PER_MS + 1;
+		if (wait_notification(&d, left_ms < IDLE_SLICE_MS ? (int)left_ms : IDLE_SLICE_MS))
+			more = 1;
+	}
+	mq_listener_free(d.listener);
+	return NULL;
+}
+
+/* ================================================================== lifecycle */
+
+int wk_worker_new(const struct wk_worker_options *o, struct wk_worker **out, struct tk_err *err)
+{
+	struct wk_worker *w;
+
+	if (o->n_namespaces == 0)
+		return tk_err_set(err, TRPC_ERR_INVALID, "no namespaces to serve");
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+	make_uuid_v7(w->uuid);
+	w->vt_s = o->cfg->visibility_timeout_s;
+	w->batch = o->cfg->batch_size;
+	w->poll_ms = o->cfg->poll_interval_ms;
+	w->step_timeout_ms = o->cfg->step_timeout_ms;
+	w->concurrency = o->cfg->concurrency;
+	w->reg = o->registry;
+	w->pool = o->pool;
+	w->conninfo = strdup(o->cfg->database_url);
+	w->queues = calloc(o->n_namespaces, sizeof(char *));
+	w->channels = calloc(o->n_namespaces, sizeof(char *));
+	w->handlers = calloc((size_t)w->concurrency, sizeof(pthread_t));
+	if (w->conninfo == NULL || w->queues == NULL || w->channels == NULL || w->handlers == NULL)
+		goto fail_nomem;
+	for (size_t i = 0; i < o->n_namespaces; i++, w->nq++) {
+		if (asprintf(&w->queues[i], "worker_%s_queue", o->namespaces[i]) == -1) {
+			w->queues[i] = NULL;
+			goto fail_nomem;
+		}
+		if (asprintf(&w->channels[i], "pgmq_message_ready.%s", o->namespaces[i]) == -1) {
+			w->channels[i] = NULL;
+			goto fail_nomem;
+		}
+		/* Queue names fold to lower case, and so does the channel the send wrapper picks. */
+		for (char *p = w->channels[i]; *p != '\0'; p++)
+			*p = (char)tolower((unsigned char)*p);
+		if (!mq_name_valid(w->queues[i])) {
+			tk_err_set(err, TRPC_ERR_INVALID,
+			           "namespace \"%s\": queue name %s is not valid (1 to 47 letters, "
+			           "digits or underscores)",
+			           o->namespaces[i], w->queues[i]);
+			w->nq++;
+			wk_worker_free(w);
+			return TRPC_ERR_INVALID;
+		}
+	}
+	if (pthread_mutex_init(&w->mu, NULL) != 0)
+		goto fail_nomem;
+	if (cond_init_monotonic(&w->work_cv) != 0) {
+		pthread_mutex_destroy(&w->mu);
+		goto fail_nomem;
+	}
+	if (cond_init_monotonic(&w->idle_cv) != 0) {
+		pthread_cond_destroy(&w->work_cv);
+		pthread_mutex_destroy(&w->mu);
+		goto fail_nomem;
+	}
+	if (cond_init_monotonic(&w->lease_cv) != 0) {
+		pthread_cond_destroy(&w->idle_cv);
+		pthread_cond_destroy(&w->work_cv);
+		pthread_mutex_destroy(&w->mu);
+		goto fail_nomem;
+	}
+	w->sync_ready = 1;
+	*out = w;
+	return 0;
+
+fail_nomem:
+	w->nq = o->n_namespaces; /* free what was allocated (calloc'd rest is NULL) */
+	wk_worker_free(w);
+	return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+}
+
+const char *wk_worker_uuid(const struct wk_worker *w)
+{
+	return w->uuid;
+}
+
+static int ensure_queues_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < w->nq && rc == 0; i++)
+		rc = mq_create(conn, w->queues[i], err);
+	return rc != 0 ? rc : mq_create(conn, WK_RESULTS_QUEUE, err);
+}
+
+int wk_worker_start(struct wk_worker *w, struct tk_err *err)
+{
+	int rc;
+
+	if ((rc = with_conn(w, ensure_queues_tx, NULL, err)) != 0)
+		return rc;
+	for (int i = 0; i < w->concurrency; i++, w->n_handlers++)
+		if ((rc = pthread_create(&w->handlers[i], NULL, handler_main, w)) != 0)
+			return tk_err_set(err, TRPC_ERR_SYSTEM, "cannot start a handler thread: %s",
+			                  strerror(rc));
+	if ((rc = pthread_create(&w->leaser, NULL, leaser_main, w)) != 0)
+		return tk_err_set(err, TRPC_ERR_SYSTEM, "cannot start the lease thread: %s",
+		                  strerror(rc));
+	w->leaser_started = 1;
+	if ((rc = pthread_create(&w->dispatcher, NULL, dispatcher_main, w)) != 0)
+		return tk_err_set(err, TRPC_ERR_SYSTEM, "cannot start the dispatcher thread: %s",
+		                  strerror(rc));
+	w->dispatcher_started = 1;
+	return 0;
+}
+
+void wk_worker_stop_claiming(struct wk_worker *w)
+{
+	atomic_store(&w->stopping, 1);
+}
+
+int wk_worker_wait_idle(struct wk_worker *w, int64_t deadline_ns)
+{
+	int idle;
+
+	pthread_mutex_lock(&w->mu);
+	while (w->busy > 0 && wk_now_ns() < deadline_ns) {
+		int64_t left = (deadline_ns - wk_now_ns()) / NS_PER_MS + 1;
+		cond_wait_ms(&w->idle_cv, &w->mu, left < IDLE_SLICE_MS ? (int)left : IDLE_SLICE_MS);
+	}
+	idle = w->busy == 0;
+	pthread_mutex_unlock(&w->mu);
+	return idle;
+}
+
+void wk_worker_abandon(struct wk_worker *w)
+{
+	struct lease *ls = calloc((size_t)w->concurrency + 1, sizeof(*ls));
+	size_t n = 0;
+
+	atomic_store(&w->stopping, 1);
+	atomic_store(&w->abandoned, 1);
+	/* The dispatcher ends within a poll slice; the other threads may be
+	 * inside handlers and are left to the process exit. */
+	if (w->dispatcher_started) {
+		pthread_join(w->dispatcher, NULL);
+		w->dispatcher_started = 0;
+	}
+	pthread_mutex_lock(&w->mu);
+	for (struct job *j = w->held; j != NULL; j = j->lnext) {
+		int pgid = atomic_load(&j->child_pgid);
+		if (pgid > 0)
+			kill(-pgid, SIGKILL);
+		if (ls != NULL && n <= (size_t)w->concurrency)
+			ls[n++] = (struct lease){.queue = j->queue, .msg_id = j->msg.msg_id};
+	}
+	pthread_mutex_unlock(&w->mu);
+	/* Visible at once: the next reader reclaims the step. */
+	for (size_t i = 0; i < n; i++)
+		message_op(w, w->queues[ls[i].queue], ls[i].msg_id, MSG_RELEASE);
+	trpc_log(TRPC_LOG_WARN, "gave up %zu running step(s); their messages were released", n);
+	free(ls);
+}
+
+void wk_worker_free(struct wk_worker *w)
+{
+	struct job *j;
+
+	if (w == NULL)
+		return;
+	atomic_store(&w->stopping, 1);
+	if (w->dispatcher_started)
+		pthread_join(w->dispatcher, NULL);
+	if (w->handlers != NULL && (w->n_handlers > 0 || w->leaser_started)) {
+		pthread_mutex_lock(&w->mu);
+		w->quit = 1;
+		pthread_cond_broadcast(&w->work_cv);
+		pthread_mutex_unlock(&w->mu);
+		for (int i = 0; i < w->n_handlers; i++)
+			pthread_join(w->handlers[i], NULL);
+		pthread_mutex_lock(&w->mu);
+		w->lease_quit = 1;
+		pthread_cond_broadcast(&w->lease_cv);
+		pthread_mutex_unlock(&w->mu);
+		if (w->leaser_started)
+			pthread_join(w->leaser, NULL);
+	}
+	while ((j = w->head) != NULL) { /* only when a start failed half-way */
+		w->head = j->next;
+		job_free(j);
+	}
+	if (w->queues != NULL || w->channels != NULL)
+		for (size_t i = 0; i < w->nq; i++) {
+			free(w->queues != NULL ? w->queues[i] : NULL);
+			free(w->channels != NULL ? w->channels[i] : NULL);
+		}
+	free(w->queues);
+	free(w->channels);
+	free(w->handlers);
+	free(w->conninfo);
+	if (w->sync_ready) {
+		pthread_cond_destroy(&w->lease_cv);
+		pthread_cond_destroy(&w->idle_cv);
+		pthread_cond_destroy(&w->work_cv);
+		pthread_mutex_destroy(&w->mu);
+	}
+	free(w);
+}
+
+/* ================================================================== schema */
+
+int wk_check_schema(PGconn *conn, struct tk_err *err)
+{
+	char *versions = malloc(db_migrations_count * 8 + 3), *p;
+	const char *params[1];
+	PGresult *res;
+	int rc = 0;
+
+	if (versions == NULL)
+		return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+	p = versions;
+	*p++ = '{';
+	for (size_t i = 0; i < db_migrations_count; i++)
+		p += sprintf(p, "%s%.6s", i > 0 ? "," : "", db_migrations[i].version);
+	strcpy(p, "}");
+	params[0] = versions;
+	res = db_exec(conn,
+	              "SELECT coalesce(string_agg(v, ', ' ORDER BY v), '') "
+	              "FROM unnest($1::text[]) AS v "
+	              "WHERE v NOT IN (SELECT version FROM tasker.schema_migrations)",
+	              1, params, err);
+	free(versions);
+	if (res == NULL) {
+		if (db_err_is_sqlstate(err, "42P01") || db_err_is_sqlstate(err, "3F000"))
+			return tk_err_set(
+			    err, TRPC_ERR_STATE,
+			    "the database has no tasker schema: run taskerd --migrate-only "
+			    "against it first (the worker does not migrate)");
+		return err->code;
+	}
+	if (PQgetvalue(res, 0, 0)[0] != '\0')
+		rc = tk_err_set(err, TRPC_ERR_STATE,
+		                "the database schema lacks migration(s) %s: run taskerd "
+		                "--migrate-only against it first (the worker does not migrate)",
+		                PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return rc;
+}
