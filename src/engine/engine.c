@@ -112,6 +112,12 @@ static int register_template(PGconn *conn, const struct tpl *t, struct tk_err *e
 		if (rv != 0)
 			goto fail;
 	}
+	/* The namespace's worker queue exists before the first task is
+	 * created, whether or not a worker has started yet. */
+	char queue[96];
+	snprintf(queue, sizeof queue, "worker_%s_queue", t->namespace_name);
+	if ((rv = mq_create(conn, queue, err)) != 0)
+		goto fail;
 	rv = db_commit(conn, err);
 	goto out;
 fail:
@@ -284,6 +290,31 @@ void eng_free(struct eng *e)
 
 /* ------------------------------------------------------------------ create */
 
+/* A uuid in its canonical text form (what the API accepts). */
+int eng_valid_uuid(const char *s)
+{
+	if (s == NULL || strlen(s) != 36)
+		return 0;
+	for (int i = 0; i < 36; i++) {
+		char c = s[i];
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (c != '-')
+				return 0;
+		} else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+		             (c >= 'A' && c <= 'F'))) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int check_uuid(const char *what, const char *s, struct tk_err *err)
+{
+	if (eng_valid_uuid(s))
+		return 0;
+	return tk_err_set(err, TRPC_ERR_INVALID, "%s \"%.64s\" is not a uuid", what, s ? s : "");
+}
+
 static int valid_json(const char *text, int want_object, struct tk_err *err, const char *what)
 {
 	json_error_t je;
@@ -356,6 +387,11 @@ int eng_task_create(struct eng *e, const struct eng_task_request *req, struct en
 	if (valid_json(context, 1, err, "context") != 0)
 		return err->code;
 	if (req->tags_json != NULL && valid_json(req->tags_json, 0, err, "tags") != 0)
+		return err->code;
+	if (req->correlation_id != NULL && check_uuid("correlation_id", req->correlation_id, err))
+		return err->code;
+	if (req->parent_correlation_id != NULL &&
+	    check_uuid("parent_correlation_id", req->parent_correlation_id, err))
 		return err->code;
 	PGconn *conn = db_acquire(e->pool, err);
 	if (conn == NULL)
@@ -447,6 +483,8 @@ release:
 int eng_task_cancel(struct eng *e, const char *task_uuid, struct tk_err *err)
 {
 	tk_err_clear(err);
+	if (check_uuid("task", task_uuid, err) != 0)
+		return err->code;
 	PGconn *conn = db_acquire(e->pool, err);
 	if (conn == NULL)
 		return err->code;
@@ -485,6 +523,8 @@ release:
 
 int eng_task_state(struct eng *e, const char *task_uuid, char *buf, size_t size, struct tk_err *err)
 {
+	if (check_uuid("task", task_uuid, err) != 0)
+		return err->code;
 	PGconn *conn = db_acquire(e->pool, err);
 	if (conn == NULL)
 		return err->code;
@@ -509,6 +549,8 @@ int eng_step_resolve(struct eng *e, const char *step_uuid, int action, const cha
                      const char *operator_name, const char *reason, struct tk_err *err)
 {
 	tk_err_clear(err);
+	if (check_uuid("step", step_uuid, err) != 0)
+		return err->code;
 	if (action == ENG_STEP_COMPLETE_MANUALLY && result_json != NULL &&
 	    valid_json(result_json, 0, err, "result") != 0)
 		return err->code;

@@ -55,6 +55,7 @@ int eng_task_transition(struct eng *e, PGconn *conn, const char *task_uuid, cons
                         const char *to, const char *event, struct tk_err *err);
 
 int eng_task_terminal(const char *state);
+int eng_valid_uuid(const char *s);
 
 /* Runs the task state machine as far as it goes now, in the caller's
  * transaction (takes the task row lock). `redrive` also restarts a task in

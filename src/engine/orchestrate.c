@@ -190,82 +190,75 @@ int eng_drive_locked(struct eng *e, PGconn *conn, const char *task_uuid, int red
 		if ((rv = execution_context(conn, task_uuid, &ctx, err)) != 0)
 			return rv;
 		const char *x = ctx.status;
+		int waiting = is(x, "waiting_for_dependencies");
+		/* Only transitions of the §3.3 table, chosen by the current state
+		 * first and the execution status second. */
 		if (is(s, "error")) {
 			/* Re-drive after an operator settled the failed steps. */
 			if (is(x, "blocked_by_failures"))
 				return 0;
 			T("pending", "Reset");
-			continue;
-		}
-		if (is(s, "blocked_by_failures")) {
-			if (is(x, "blocked_by_failures") && !redrive) {
-				T("error", "GiveUp");
+		} else if (is(s, "blocked_by_failures")) {
+			T("error", "GiveUp"); /* re-drive continues from error */
+			if (!redrive)
+				return 0;
+		} else if (is(s, "initializing")) {
+			if (is(x, "all_complete")) {
+				T("complete", "NoStepsFound");
 				return 0;
 			}
-			if (is(x, "blocked_by_failures"))
-				return 0;
-			T("error", "GiveUp"); /* and on to Reset: the failure is settled */
-			continue;
-		}
-		if (is(x, "all_complete")) {
-			if (is(s, "initializing") || is(s, "evaluating_results")) {
-				T("complete",
-				  is(s, "initializing") ? "NoStepsFound" : "AllStepsSuccessful");
-				return 0;
+			if (waiting || is(x, "blocked_by_failures")) {
+				T("waiting_for_dependencies", "NoDependenciesReady");
+				if (waiting)
+					return 0;
+			} else {
+				T("enqueuing_steps", "ReadyStepsFound");
 			}
-			T("evaluating_results", "AllStepsCompleted");
-			continue;
-		}
-		if (is(x, "blocked_by_failures")) {
-			if (is(s, "evaluating_results")) {
-				T("blocked_by_failures", "PermanentFailure");
-				continue;
-			}
-			if (is(s, "steps_in_process") || is(s, "waiting_for_dependencies") ||
-			    is(s, "initializing")) {
-				T("evaluating_results", "StepFailed");
-				continue;
-			}
-			/* waiting_for_retry, enqueuing_steps: through evaluating */
-			T("evaluating_results", "StepFailed");
-			continue;
-		}
-		if (is(x, "has_ready_steps")) {
-			if (is(s, "steps_in_process") || is(s, "waiting_for_dependencies")) {
-				T("evaluating_results", is(s, "steps_in_process")
-				                            ? "StepCompleted"
-				                            : "DependenciesReady");
-				continue;
-			}
-			if (!is(s, "enqueuing_steps"))
-				T("enqueuing_steps",
-				  is(s, "waiting_for_retry") ? "RetryReady" : "ReadyStepsFound");
-			long n = 0;
-			if ((rv = enqueue_ready(e, conn, task_uuid, &row, &n, err)) != 0)
-				return rv;
-			T("steps_in_process", "StepsEnqueued");
-			return 0;
-		}
-		if (is(x, "processing")) {
-			if (is(s, "enqueuing_steps"))
+		} else if (is(s, "enqueuing_steps")) {
+			if (is(x, "has_ready_steps")) {
+				long n = 0;
+				if ((rv = enqueue_ready(e, conn, task_uuid, &row, &n, err)) != 0)
+					return rv;
 				T("steps_in_process", "StepsEnqueued");
-			return 0; /* results will drive it on */
+				return 0;
+			}
+			T("steps_in_process", "StepsEnqueued");
+		} else if (is(s, "steps_in_process")) {
+			if (is(x, "processing"))
+				return 0; /* the next result drives it on */
+			if (waiting && ctx.waiting_for_retry > 0) {
+				T("waiting_for_retry", "StepFailed");
+				return 0;
+			}
+			T("evaluating_results",
+			  is(x, "all_complete") ? "AllStepsCompleted" : "StepCompleted");
+		} else if (is(s, "evaluating_results")) {
+			if (is(x, "all_complete")) {
+				T("complete", "AllStepsSuccessful");
+				return 0;
+			}
+			if (is(x, "blocked_by_failures")) {
+				T("blocked_by_failures", "PermanentFailure");
+			} else if (is(x, "has_ready_steps")) {
+				T("enqueuing_steps", "ReadyStepsFound");
+			} else if (waiting) {
+				T("waiting_for_dependencies", "NoDependenciesReady");
+				return 0;
+			} else {
+				return 0; /* processing: results will drive it */
+			}
+		} else if (is(s, "waiting_for_dependencies")) {
+			if (waiting)
+				return 0;
+			T("evaluating_results", "DependenciesReady");
+		} else if (is(s, "waiting_for_retry")) {
+			if (waiting)
+				return 0;
+			T("enqueuing_steps", "RetryReady");
+		} else {
+			return tk_err_set(err, TRPC_ERR_STATE, "task %s: unknown state %s",
+			                  task_uuid, s);
 		}
-		/* waiting_for_dependencies: nothing ready yet (a retry backoff, or
-		 * parents still to finish). */
-		if (is(s, "steps_in_process") && ctx.waiting_for_retry > 0) {
-			T("waiting_for_retry", "StepFailed");
-			return 0;
-		}
-		if (is(s, "steps_in_process")) {
-			T("evaluating_results", "StepCompleted");
-			continue;
-		}
-		if (is(s, "initializing") || is(s, "evaluating_results")) {
-			T("waiting_for_dependencies", "NoDependenciesReady");
-			return 0;
-		}
-		return 0; /* already waiting */
 	}
 	return tk_err_set(err, TRPC_ERR_STATE, "task %s: state machine did not settle (at %s)",
 	                  task_uuid, row.state);
@@ -275,6 +268,8 @@ int eng_drive_locked(struct eng *e, PGconn *conn, const char *task_uuid, int red
 
 int eng_task_drive(struct eng *e, const char *task_uuid, struct tk_err *err)
 {
+	if (!eng_valid_uuid(task_uuid))
+		return tk_err_set(err, TRPC_ERR_INVALID, "task \"%.64s\" is not a uuid", task_uuid);
 	PGconn *conn = db_acquire(e->pool, err);
 	if (conn == NULL)
 		return err->code;
