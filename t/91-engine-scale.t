@@ -9,7 +9,8 @@ database (t/lib/tasker_env.py): two taskerd and two tasker-worker.
   9. PostgreSQL restarted (fast shutdown) in the middle of 300 more tasks:
      taskerd and the workers reconnect and every task completes.
 
-Bounded: the load of (8) fails after 90 s, the one of (9) after 60 s
+Bounded: the load of (8) fails after 240 s, the one of (9) after 150 s
+(generous: sanitizer builds run several times slower, beside other tests)
 counted from the restart (a step result read just before the restart
 comes back after the 30 s visibility timeout). Prints TAP.
 """
@@ -25,8 +26,8 @@ import tasker_env  # noqa: E402
 
 LOAD_TASKS = 1000
 RESTART_TASKS = 300
-LOAD_LIMIT = 90      # seconds for (8)
-RESTART_LIMIT = 60   # seconds for (9) after the restart
+LOAD_LIMIT = 240     # seconds for (8)
+RESTART_LIMIT = 150  # seconds for (9) after the restart
 
 tap = harness.Tap()
 for prog in ("taskerd", "tasker-worker"):
@@ -37,7 +38,7 @@ for prog in ("taskerd", "tasker-worker"):
 if not pg.available():
     tap.skip_all("the PostgreSQL server programs are not installed")
 
-env = tasker_env.Env("91-engine-scale", deadline=200)
+env = tasker_env.Env("91-engine-scale", deadline=480)
 try:
     env.start()
     daemons = [env.taskerd(), env.taskerd()]
