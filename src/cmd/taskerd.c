@@ -83,6 +83,8 @@ static int on_extra_key(void *ud, const char *section, const char *key, const ch
 			ip = &o->eng.poll_interval_ms, min = 10, max = 600000;
 		if (strcmp(key, "result_threads") == 0)
 			ip = &o->eng.result_threads, min = 1, max = 64;
+		if (strcmp(key, "request_threads") == 0)
+			ip = &o->eng.request_threads, min = 1, max = 64;
 		if (strcmp(key, "result_batch") == 0)
 			ip = &o->eng.result_batch, min = 1, max = 1000;
 		if (strcmp(key, "visibility_timeout_s") == 0)

@@ -18,11 +18,12 @@
 void eng_config_init(struct eng_config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
-	cfg->pool_size = 8;
+	cfg->pool_size = 16;
 	cfg->pool_acquire_timeout_ms = 5000;
 	cfg->poll_interval_ms = 1000;
 	cfg->result_batch = 32;
 	cfg->result_threads = 2;
+	cfg->request_threads = 2;
 	cfg->visibility_timeout_s = 30;
 	cfg->staleness_enabled = 1;
 	cfg->staleness_interval_s = 300;
@@ -376,8 +377,10 @@ static int steps_json(const struct tpl *t, char **steps, char **edges)
 	return *steps && *edges ? 0 : TRPC_ERR_NOMEM;
 }
 
-int eng_task_create(struct eng *e, const struct eng_task_request *req, struct eng_task_created *out,
-                    struct tk_err *err)
+/* Creates the task in the caller's open transaction (conn). On an error
+ * the transaction must be rolled back by the caller. */
+int eng_task_create_in(struct eng *e, PGconn *conn, const struct eng_task_request *req,
+                       struct eng_task_created *out, struct tk_err *err)
 {
 	tk_err_clear(err);
 	if (req->namespace_name == NULL || !*req->namespace_name || req->name == NULL ||
@@ -393,32 +396,24 @@ int eng_task_create(struct eng *e, const struct eng_task_request *req, struct en
 	if (req->parent_correlation_id != NULL &&
 	    check_uuid("parent_correlation_id", req->parent_correlation_id, err))
 		return err->code;
-	PGconn *conn = db_acquire(e->pool, err);
-	if (conn == NULL)
-		return err->code;
 	char nt_uuid[37], version[17];
 	int rv = find_named_task(conn, req, nt_uuid, version, err);
 	if (rv != 0)
-		goto release;
+		return rv;
 	const struct tpl *t = eng_template(e, nt_uuid, err);
-	if (t == NULL) {
-		rv = err->code;
-		goto release;
-	}
+	if (t == NULL)
+		return err->code;
 	const char *strategy = t->identity_strategy ? t->identity_strategy : "strict";
-	if (strcmp(strategy, "caller_provided") == 0 && req->idempotency_key == NULL) {
-		rv = tk_err_set(err, TRPC_ERR_INVALID,
-		                "template %s/%s@%s uses caller_provided identity: an idempotency "
-		                "key is required",
-		                req->namespace_name, req->name, version);
-		goto release;
-	}
+	if (strcmp(strategy, "caller_provided") == 0 && req->idempotency_key == NULL)
+		return tk_err_set(err, TRPC_ERR_INVALID,
+		                  "template %s/%s@%s uses caller_provided identity: an idempotency "
+		                  "key is required",
+		                  req->namespace_name, req->name, version);
 	char *steps = NULL, *edges = NULL;
 	if (steps_json(t, &steps, &edges) != 0) {
 		free(steps);
 		free(edges);
-		rv = tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
-		goto release;
+		return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
 	}
 	char prio[16];
 	snprintf(prio, sizeof prio, "%d", req->priority);
@@ -438,9 +433,15 @@ int eng_task_create(struct eng *e, const struct eng_task_request *req, struct en
 	                   req->parent_correlation_id,
 	                   steps,
 	                   edges};
-	if ((rv = db_begin(conn, err)) != 0)
+	/* A savepoint keeps a duplicate from aborting the caller's
+	 * transaction (the task-request consumer archives the message in it). */
+	PGresult *res = db_exec(conn, "SAVEPOINT eng_create", 0, NULL, err);
+	if (res == NULL) {
+		rv = err->code;
 		goto free_json;
-	PGresult *res = db_exec_prepared(
+	}
+	PQclear(res);
+	res = db_exec_prepared(
 	    conn, "eng_create_task",
 	    "SELECT task_uuid, correlation_id FROM tasker.create_task($1::uuid, "
 	    "CASE WHEN $4::text IS NOT NULL THEN encode(sha256(convert_to($1 || ':key:' || $4, "
@@ -452,7 +453,7 @@ int eng_task_create(struct eng *e, const struct eng_task_request *req, struct en
 	    13, p, err);
 	if (res == NULL) {
 		rv = err->code;
-		db_rollback(conn, NULL);
+		db_command(conn, "ROLLBACK TO SAVEPOINT eng_create", 0, NULL, NULL);
 		if (rv == TRPC_ERR_EXISTS)
 			tk_err_set(err, rv,
 			           "a task of %s/%s@%s with the same identity (%s) already exists",
@@ -466,14 +467,27 @@ int eng_task_create(struct eng *e, const struct eng_task_request *req, struct en
 	/* Enqueue the first steps in the same transaction: a created task is
 	 * always moving. */
 	rv = eng_drive_locked(e, conn, out->task_uuid, 0, err);
-	if (rv == 0)
-		rv = db_commit(conn, err);
-	else
-		db_rollback(conn, NULL);
 free_json:
 	free(steps);
 	free(edges);
-release:
+	return rv;
+}
+
+int eng_task_create(struct eng *e, const struct eng_task_request *req, struct eng_task_created *out,
+                    struct tk_err *err)
+{
+	tk_err_clear(err);
+	PGconn *conn = db_acquire(e->pool, err);
+	if (conn == NULL)
+		return err->code;
+	int rv = db_begin(conn, err);
+	if (rv == 0) {
+		rv = eng_task_create_in(e, conn, req, out, err);
+		if (rv == 0)
+			rv = db_commit(conn, err);
+		else
+			db_rollback(conn, NULL);
+	}
 	db_release(e->pool, conn, rv != 0 && db_is_connection_error(conn));
 	return rv;
 }

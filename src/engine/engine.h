@@ -22,13 +22,14 @@ struct eng;
 
 struct eng_config {
 	const char *database_url;    /* libpq URI or conninfo (required) */
-	int pool_size;               /* default 8 */
+	int pool_size;               /* default 16 */
 	int pool_acquire_timeout_ms; /* default 5000 */
 	const char *template_path;   /* colon-separated directories; NULL = none */
 	const char *environment;     /* template environment overrides; NULL = none */
 	int poll_interval_ms;        /* readiness poller fallback; default 1000 */
 	int result_batch;            /* step results read at once; default 32 */
 	int result_threads;          /* result consumers; default 2 */
+	int request_threads;         /* task-request consumers; default 2 */
 	int visibility_timeout_s;    /* orchestration queue messages; default 30 */
 	/* staleness detection */
 	int staleness_enabled;    /* default 1 */

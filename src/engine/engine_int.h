@@ -57,6 +57,11 @@ int eng_task_transition(struct eng *e, PGconn *conn, const char *task_uuid, cons
 int eng_task_terminal(const char *state);
 int eng_valid_uuid(const char *s);
 
+/* eng_task_create in the caller's open transaction (the task-request
+ * consumer archives the message in the same one). */
+int eng_task_create_in(struct eng *e, PGconn *conn, const struct eng_task_request *req,
+                       struct eng_task_created *out, struct tk_err *err);
+
 /* Runs the task state machine as far as it goes now, in the caller's
  * transaction (takes the task row lock). `redrive` also restarts a task in
  * error or blocked_by_failures whose steps are no longer failed. */

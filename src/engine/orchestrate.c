@@ -536,7 +536,6 @@ static const char *jstr(json_t *o, const char *k)
 /* A TaskRequestMessage from queue orchestration_task_requests. */
 static int on_task_request(struct eng *e, PGconn *conn, json_t *m, struct tk_err *err)
 {
-	(void)conn; /* creation uses its own transaction: the request commits alone */
 	json_t *ctx = json_object_get(m, "context");
 	json_t *tags = json_object_get(m, "tags");
 	char *ctxs = ctx ? json_dumps(ctx, JSON_COMPACT) : NULL;
@@ -556,7 +555,9 @@ static int on_task_request(struct eng *e, PGconn *conn, json_t *m, struct tk_err
 	    .idempotency_key = jstr(m, "idempotency_key"),
 	};
 	struct eng_task_created out;
-	int rv = eng_task_create(e, &req, &out, err);
+	/* In the consumer's transaction: the task exists if and only if its
+	 * request message is archived. */
+	int rv = eng_task_create_in(e, conn, &req, &out, err);
 	free(ctxs);
 	free(tagss);
 	if (rv == 0)
@@ -704,15 +705,17 @@ static void *listener_main(void *arg)
 
 int eng_start(struct eng *e, struct tk_err *err)
 {
-	int n = e->cfg.result_threads + 3 + (e->cfg.staleness_enabled ? 1 : 0);
+	int n =
+	    e->cfg.result_threads + e->cfg.request_threads + 2 + (e->cfg.staleness_enabled ? 1 : 0);
 	e->threads = calloc((size_t)n, sizeof *e->threads);
 	if (e->threads == NULL)
 		return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
-	void *(*fns[16])(void *);
+	void *(*fns[136])(void *);
 	int k = 0;
-	for (int i = 0; i < e->cfg.result_threads && k < 12; i++)
+	for (int i = 0; i < e->cfg.result_threads; i++)
 		fns[k++] = results_main;
-	fns[k++] = requests_main;
+	for (int i = 0; i < e->cfg.request_threads; i++)
+		fns[k++] = requests_main;
 	fns[k++] = poller_main;
 	fns[k++] = listener_main;
 	if (e->cfg.staleness_enabled)
