@@ -21,6 +21,7 @@
 
 #include "client.h"
 #include "server.h"
+#include "sockio.h"
 
 static nghttp2_session_callbacks *callbacks;
 static pthread_once_t callbacks_once = PTHREAD_ONCE_INIT;
@@ -203,43 +204,15 @@ static void on_connected_socket(struct cconn *c)
 
 /* ------------------------------------------------------------------ I/O */
 
-static ssize_t sock_read(struct cconn *c, uint8_t *buf, size_t size, int *eof)
-{
-	*eof = 0;
-	if (c->ssl == NULL) {
-		for (;;) {
-			ssize_t n = read(c->fd, buf, size);
-			if (n > 0)
-				return n;
-			if (n == 0) {
-				*eof = 1;
-				return -1;
-			}
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			return -1;
-		}
-	}
-	ERR_clear_error();
-	int n = SSL_read(c->ssl, buf, (int)size);
-	if (n > 0)
-		return n;
-	int err = SSL_get_error(c->ssl, n);
-	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
-		return 0;
-	if (err == SSL_ERROR_ZERO_RETURN)
-		*eof = 1;
-	return -1;
-}
-
 static void on_readable(struct cconn *c)
 {
 	struct trpc_channel *ch = c->ch;
 	for (;;) {
 		int eof;
-		ssize_t n = sock_read(c, ch->rbuf, ch->rbuf_size, &eof);
+		int want_write = 0;
+		ssize_t n = sockio_read(c->fd, c->ssl, ch->rbuf, ch->rbuf_size, &eof, &want_write);
+		if (want_write)
+			c->want_write = 1;
 		if (n == 0)
 			break;
 		if (n < 0) {
@@ -299,41 +272,6 @@ void cconn_want_flush(struct cconn *c)
 	c->ch->flush_head = c;
 }
 
-static int sock_write(struct cconn *c)
-{
-	while (buf_avail(&c->out) > 0) {
-		size_t len = buf_avail(&c->out);
-		ssize_t n;
-		if (c->ssl == NULL) {
-			n = write(c->fd, buf_head(&c->out), len);
-			if (n == -1) {
-				if (errno == EINTR)
-					continue;
-				if (errno == EAGAIN || errno == EWOULDBLOCK) {
-					c->want_write = 1;
-					return 0;
-				}
-				return -1;
-			}
-		} else {
-			ERR_clear_error();
-			int w = SSL_write(c->ssl, buf_head(&c->out),
-			                  (int)(len > INT32_MAX ? INT32_MAX : len));
-			if (w <= 0) {
-				int err = SSL_get_error(c->ssl, w);
-				if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-					c->want_write = 1;
-					return 0;
-				}
-				return -1;
-			}
-			n = w;
-		}
-		buf_consume(&c->out, (size_t)n);
-	}
-	return 0;
-}
-
 /* A failed write on TLS usually means the server sent an alert first
  * (e.g. "certificate required"): read it so the error says why. */
 static void write_failure(struct cconn *c, char *out, size_t size)
@@ -375,7 +313,11 @@ void cconn_flush(struct cconn *c)
 		}
 		if (buf_avail(&c->out) == 0)
 			break;
-		if (sock_write(c) != 0) {
+		int would_block = 0;
+		int wrv = sockio_write(c->fd, c->ssl, &c->out, &would_block);
+		if (would_block)
+			c->want_write = 1;
+		if (wrv != 0) {
 			char why[300];
 			write_failure(c, why, sizeof why);
 			cconn_close(c, why);

@@ -29,6 +29,7 @@
 #include "loop.h"
 #include "pool.h"
 #include "server.h"
+#include "sockio.h"
 
 #define MAX_READS_PER_WAKE 32
 
@@ -242,35 +243,6 @@ static int tls_handshake(struct conn *c)
 	return 1;
 }
 
-/* Reads into the loop's buffer: >0 bytes, 0 would block, -1 EOF/error. */
-static ssize_t sock_read(struct conn *c, uint8_t *buf, size_t size)
-{
-	if (c->ssl == NULL) {
-		for (;;) {
-			ssize_t n = read(c->fd, buf, size);
-			if (n > 0)
-				return n;
-			if (n == 0)
-				return -1;
-			if (errno == EINTR)
-				continue;
-			return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
-		}
-	}
-	ERR_clear_error();
-	int n = SSL_read(c->ssl, buf, (int)size);
-	if (n > 0)
-		return n;
-	int err = SSL_get_error(c->ssl, n);
-	if (err == SSL_ERROR_WANT_READ)
-		return 0;
-	if (err == SSL_ERROR_WANT_WRITE) {
-		c->want_write = 1;
-		return 0;
-	}
-	return -1;
-}
-
 void conn_on_readable(struct conn *c)
 {
 	struct loop *l = c->loop;
@@ -293,7 +265,10 @@ void conn_on_readable(struct conn *c)
 			return;
 	}
 	for (int i = 0; i < MAX_READS_PER_WAKE; i++) {
-		ssize_t n = sock_read(c, l->rbuf, l->rbuf_size);
+		int eof, want_write = 0;
+		ssize_t n = sockio_read(c->fd, c->ssl, l->rbuf, l->rbuf_size, &eof, &want_write);
+		if (want_write)
+			c->want_write = 1;
 		if (n == 0)
 			break;
 		if (n < 0) {
@@ -341,42 +316,6 @@ void conn_on_writable(struct conn *c)
 	loop_want_flush(c->loop, c);
 }
 
-/* Writes out the buffer: 0 all written or would block, -1 error. */
-static int sock_write(struct conn *c)
-{
-	while (buf_avail(&c->out) > 0) {
-		size_t len = buf_avail(&c->out);
-		ssize_t n;
-		if (c->ssl == NULL) {
-			n = write(c->fd, buf_head(&c->out), len);
-			if (n == -1) {
-				if (errno == EINTR)
-					continue;
-				if (errno == EAGAIN || errno == EWOULDBLOCK) {
-					c->want_write = 1;
-					return 0;
-				}
-				return -1;
-			}
-		} else {
-			ERR_clear_error();
-			int w = SSL_write(c->ssl, buf_head(&c->out),
-			                  (int)(len > INT32_MAX ? INT32_MAX : len));
-			if (w <= 0) {
-				int err = SSL_get_error(c->ssl, w);
-				if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-					c->want_write = 1;
-					return 0;
-				}
-				return -1;
-			}
-			n = w;
-		}
-		buf_consume(&c->out, (size_t)n);
-	}
-	return 0;
-}
-
 void conn_flush(struct conn *c)
 {
 	if (c->state == CONN_CLOSED || c->state == CONN_TLS_HANDSHAKE)
@@ -400,7 +339,11 @@ void conn_flush(struct conn *c)
 		}
 		if (buf_avail(&c->out) == 0)
 			break;
-		if (sock_write(c) != 0) {
+		int would_block = 0;
+		int wrv = sockio_write(c->fd, c->ssl, &c->out, &would_block);
+		if (would_block)
+			c->want_write = 1;
+		if (wrv != 0) {
 			conn_close(c, "write failed");
 			return;
 		}
