@@ -143,7 +143,8 @@ class Proc:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env=env, start_new_session=True)
         self.pid = self.proc.pid
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pumper = threading.Thread(target=self._pump, daemon=True)
+        self._pumper.start()
 
     def _pump(self):
         for raw in self.proc.stderr:
@@ -188,11 +189,15 @@ class Proc:
         return self.proc.poll() is None
 
     def wait(self, timeout):
-        """The exit status, or None if still running after timeout."""
+        """The exit status, or None if still running after timeout. After an
+        exit, everything the process wrote to stderr is in log()."""
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        # the pipe drains after the exit: read it to the end first
+        self._pumper.join(5)
+        return rc
 
     def signal(self, sig):
         if self.proc.poll() is None:
