@@ -431,7 +431,10 @@ static int process_result(struct eng *e, PGconn *conn, const char *task_uuid, co
 
 /* ------------------------------------------------------------------ threads */
 
-static void sleep_or_wake(struct eng *e, int ms)
+/* Sleeps up to ms; queue notifications (wake_all) end the sleep early only
+ * when `wakeable`: timers (the poller, the staleness detector) must not run
+ * on every message. Stopping always ends it. */
+static void sleep_ms(struct eng *e, int ms, int wakeable)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -442,9 +445,16 @@ static void sleep_or_wake(struct eng *e, int ms)
 		ts.tv_nsec -= 1000000000;
 	}
 	pthread_mutex_lock(&e->wake_mu);
-	if (!atomic_load(&e->stopping))
-		pthread_cond_timedwait(&e->wake_cv, &e->wake_mu, &ts);
+	while (!atomic_load(&e->stopping)) {
+		if (pthread_cond_timedwait(&e->wake_cv, &e->wake_mu, &ts) != 0 || wakeable)
+			break;
+	}
 	pthread_mutex_unlock(&e->wake_mu);
+}
+
+static void sleep_or_wake(struct eng *e, int ms)
+{
+	sleep_ms(e, ms, 1);
 }
 
 static void wake_all(struct eng *e)
@@ -637,9 +647,9 @@ static void *poller_main(void *arg)
 		int m = drive_listed(
 		    e, "SELECT task_uuid FROM tasker.get_tasks_needing_redrive($1::integer)", 1);
 		if (n < 0 || m < 0)
-			sleep_or_wake(e, 2000);
+			sleep_ms(e, 2000, 0);
 		else if (n < e->cfg.result_batch)
-			sleep_or_wake(e, e->cfg.poll_interval_ms);
+			sleep_ms(e, e->cfg.poll_interval_ms, 0);
 	}
 	return NULL;
 }
@@ -648,7 +658,7 @@ static void *staleness_main(void *arg)
 {
 	struct eng *e = arg;
 	while (!atomic_load(&e->stopping)) {
-		sleep_or_wake(e, e->cfg.staleness_interval_s * 1000);
+		sleep_ms(e, e->cfg.staleness_interval_s * 1000, 0);
 		if (atomic_load(&e->stopping))
 			break;
 		struct tk_err err = {0};
