@@ -77,10 +77,9 @@ struct trpc_call {
 	int reject_http; /* early rejection decided while reading headers */
 	int reject_status;
 	const char *reject_msg;
-	unsigned io_closed : 1;     /* nghttp2 stream closed */
-	unsigned headers_sent : 1;  /* response HEADERS submitted */
+	unsigned io_closed : 1; /* nghttp2 stream closed */
+
 	unsigned data_deferred : 1; /* data provider returned DEFERRED */
-	unsigned dispatched : 1;    /* the handler has been given the call */
 	unsigned remote_closed : 1; /* END_STREAM received */
 	unsigned status_sent : 1;   /* trailers (or trailers-only) submitted */
 	unsigned te_ok : 1, ct_ok : 1, method_ok : 1;
@@ -105,6 +104,8 @@ struct trpc_call {
 	int finish_status;
 	char *finish_msg;     /* malloc'd */
 	int handler_released; /* trpc_call_finish called */
+	int dispatched;       /* the handler has been given the call (set by io, under mu) */
+	int headers_sent; /* response HEADERS submitted (set by io, under mu; read by senders) */
 	struct call_ev *ev_head, *ev_tail;
 	int scheduled;           /* the call is queued on or running in the pool */
 	atomic_int pending_msgs; /* messages received, not yet taken by the handler */

@@ -704,8 +704,12 @@ static void io_fail(struct conn *c, struct trpc_call *call, int status, const ch
 
 static void dispatch(struct conn *c, struct trpc_call *call, int type, uint8_t *payload, size_t len)
 {
-	if (!call->dispatched) {
-		call->dispatched = 1;
+	/* call_fail (any thread) reads dispatched under the lock */
+	pthread_mutex_lock(&call->mu);
+	int first = !call->dispatched;
+	call->dispatched = 1;
+	pthread_mutex_unlock(&call->mu);
+	if (first) {
 		call_ref(call); /* the handler's hold, released by trpc_call_finish */
 		if (call->deadline != INT64_MAX)
 			keepalive_add_deadline(c->loop->srv->ka, call);
