@@ -297,19 +297,10 @@ void cconn_flush(struct cconn *c)
 	if (c->state != CC_READY)
 		return;
 	for (;;) {
-		while (buf_avail(&c->out) < 256 * 1024) {
-			const uint8_t *data;
-			ssize_t len = nghttp2_session_mem_send(c->h2, &data);
-			if (len < 0) {
-				cconn_close(c, nghttp2_strerror((int)len));
-				return;
-			}
-			if (len == 0)
-				break;
-			if (buf_append(&c->out, data, (size_t)len) != 0) {
-				cconn_close(c, "out of memory");
-				return;
-			}
+		const char *reason;
+		if (sockio_gather(c->h2, &c->out, 256 * 1024, &reason) != 0) {
+			cconn_close(c, reason);
+			return;
 		}
 		if (buf_avail(&c->out) == 0)
 			break;

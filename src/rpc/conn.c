@@ -323,19 +323,10 @@ void conn_flush(struct conn *c)
 	for (;;) {
 		/* Coalesce everything nghttp2 has into one buffer and write it
 		 * with as few syscalls as possible. */
-		while (buf_avail(&c->out) < 256 * 1024) {
-			const uint8_t *data;
-			ssize_t len = nghttp2_session_mem_send(c->h2, &data);
-			if (len < 0) {
-				conn_close(c, nghttp2_strerror((int)len));
-				return;
-			}
-			if (len == 0)
-				break;
-			if (buf_append(&c->out, data, (size_t)len) != 0) {
-				conn_close(c, "out of memory");
-				return;
-			}
+		const char *why;
+		if (sockio_gather(c->h2, &c->out, 256 * 1024, &why) != 0) {
+			conn_close(c, why);
+			return;
 		}
 		if (buf_avail(&c->out) == 0)
 			break;

@@ -75,3 +75,22 @@ int sockio_write(int fd, SSL *ssl, struct buf *out, int *would_block)
 	}
 	return 0;
 }
+
+int sockio_gather(nghttp2_session *h2, struct buf *out, size_t limit, const char **why)
+{
+	while (buf_avail(out) < limit) {
+		const uint8_t *data;
+		ssize_t len = nghttp2_session_mem_send(h2, &data);
+		if (len < 0) {
+			*why = nghttp2_strerror((int)len);
+			return -1;
+		}
+		if (len == 0)
+			return 0;
+		if (buf_append(out, data, (size_t)len) != 0) {
+			*why = "out of memory";
+			return -1;
+		}
+	}
+	return 0;
+}

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
 #include "buf.h"
@@ -27,5 +28,12 @@ ssize_t sockio_read(int fd, SSL *ssl, uint8_t *buf, size_t size, int *eof, int *
  * error (errno set for plain sockets).
  */
 int sockio_write(int fd, SSL *ssl, struct buf *out, int *would_block);
+
+/*
+ * Appends what the nghttp2 session has to send to `out` until it holds
+ * `limit` bytes or nghttp2 has nothing more: many frames, one write.
+ * Returns 0, or -1 with the reason in *why (static text).
+ */
+int sockio_gather(nghttp2_session *h2, struct buf *out, size_t limit, const char **why);
 
 #endif
