@@ -11,7 +11,8 @@
 #include "tasker/rpc.h"
 
 struct eng;
-struct worker;
+struct wk_worker;
+struct wk_registry;
 
 /* Settings the safe-config answers show (tasker-api.md §7): never a URL,
  * a key, a path to a key or a key's permissions. */
