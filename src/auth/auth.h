@@ -56,9 +56,34 @@ struct auth_config *auth_config_new(const char *role);
 void auth_config_free(struct auth_config *c);
 int auth_config_set(struct auth_config *c, const char *section, const char *key, const char *value,
                     struct tk_err *err);
+/*
+ * Key reference (defaults in brackets): enabled [false];
+ * jwt_verification_method public_key|jwks [public_key]; jwt_public_key_path
+ * (PEM file; wins over) jwt_public_key (inline PEM, "\n" sequences allowed);
+ * jwks_url (https://; http:// only with jwks_url_allow_http [false];
+ * file:// or a path: a JWKS file); jwks_refresh_interval_seconds [3600];
+ * jwks_max_stale_seconds [300]; jwks_min_refresh_interval_seconds [10]
+ * (refreshes, also those triggered by an unknown kid, are at most this
+ * frequent); jwt_allowed_algorithms [RS256] (RS256/384/512, PS256/384/512,
+ * ES256/384; HS* and none are a config error); jwt_issuer, jwt_audience
+ * [by role]; permissions_claim [permissions]; api_key_header [X-API-Key];
+ * api_keys_enabled [false] (enables the [auth.api_key.<name>] entries:
+ * key, permissions (comma list), description); api_key (legacy single
+ * key: holds all 17 permissions); strict_validation [true];
+ * log_unknown_permissions [true]; leeway_seconds [30] (clock skew allowed
+ * on exp and nbf, 0..300).
+ *
+ * Cross-key rules, checked by auth_new()/auth_reload() through this
+ * function when auth is enabled: jwks needs jwks_url, http:// needs
+ * jwks_url_allow_http, every API-key entry needs key=, and something must
+ * be able to verify a credential. 0 or TRPC_ERR_CONFIG with err set.
+ */
+int auth_config_check(const struct auth_config *c, struct tk_err *err);
 
 /* Builds the checker (reads key files, the JWKS file or first fetch).
- * NULL with err set when the configuration is unusable. */
+ * NULL with err set when the configuration is unusable. Logs one line
+ * about the result: at WARN "authentication disabled: every request is
+ * allowed as \"anonymous\"" when auth is off, so callers need not. */
 struct auth *auth_new(const struct auth_config *c, struct tk_err *err);
 void auth_free(struct auth *a);
 /* Replaces keys and settings from a new config; on error the old ones stay. */
@@ -77,9 +102,16 @@ const char *auth_api_key_header(const struct auth *a);
  */
 int auth_check(struct auth *a, const char *authorization, const char *api_key,
                const char *permission, struct auth_result *out);
+/* auth_check() returns out->code (>= 0). It returns TRPC_ERR_INVALID, with
+ * out set to AUTH_FORBIDDEN (fail closed), when `permission` is not one of
+ * the 17. An empty Authorization or API-key value counts as absent; a
+ * non-empty Authorization that is not "Bearer <token>" is invalid
+ * credentials, and the API key is then not consulted. */
 
 /* 1 when `perm` is one of the 17 permissions or a `resource:*` wildcard. */
 int auth_permission_known(const char *perm);
+/* The 17 permissions (static array); returns their number. */
+size_t auth_permission_list(const char *const **out);
 
 /* What the safe-config answers may show (§7): no keys, no paths, no URL. */
 struct auth_public_info {
@@ -90,6 +122,8 @@ struct auth_public_info {
 	int strict_validation;
 	const char *allowed_algorithms; /* comma-separated */
 };
+/* The strings stay valid until auth_free(), across reloads. api_key_count
+ * counts the legacy key and the registry entries in use. */
 void auth_public_info(const struct auth *a, struct auth_public_info *out);
 
 #endif
