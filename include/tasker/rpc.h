@@ -126,6 +126,10 @@ struct trpc_server_config {
 	int stream_reset_rate;  /* refill per second, default 33 */
 	int max_continuations;  /* nghttp2 CONTINUATION limit, default 8 */
 	char *log_level;        /* error, warn, info, debug; default info */
+	int log_format;         /* enum trpc_log_format; default text */
+	char *log_file;         /* append log lines here instead of stderr; reopened on SIGHUP */
+	int log_access;         /* one log line per finished call */
+	char *metrics_listen;   /* host:port of the programs' /metrics listener; NULL = none */
 };
 
 TRPC_API void trpc_server_config_init(struct trpc_server_config *cfg);
@@ -155,6 +159,14 @@ typedef int (*trpc_config_extra_fn)(void *ud, const char *section, const char *k
 TRPC_API int trpc_server_config_load(struct trpc_server_config *cfg, const char *path, int argc,
                                      char **argv, trpc_config_extra_fn extra, void *ud,
                                      const char **why);
+
+/*
+ * The keys this loader knows, for listings (--list-options) and
+ * documentation checks: the i-th key of the table, i from 0, as its
+ * section and key names (static strings). Returns 0, or TRPC_ERR_NOT_FOUND
+ * when i is past the last key.
+ */
+TRPC_API int trpc_server_config_key(size_t i, const char **section, const char **key);
 
 /* ------------------------------------------------------------------ calls */
 
@@ -252,6 +264,18 @@ TRPC_API int trpc_call_set_identity(trpc_call *call, const char *identity);
 TRPC_API const char *trpc_call_tls_peer_subject(const trpc_call *call); /* mTLS subject or NULL */
 /* Absolute deadline on CLOCK_MONOTONIC in ns; INT64_MAX when none. */
 TRPC_API int64_t trpc_call_deadline(const trpc_call *call);
+/* The call's trace id: the trace-id of a valid W3C traceparent request
+ * header, else a valid x-trace-id header (1..64 of [A-Za-z0-9._:-]), else
+ * a fresh random 128-bit id (32 lower-case hex digits), the same for the
+ * life of the call. Any thread; valid as long as the call. */
+TRPC_API const char *trpc_call_trace_id(const trpc_call *call);
+/* The call whose handler callback runs on this thread (log lines and
+ * outgoing client calls made there carry its trace), or NULL. */
+TRPC_API trpc_call *trpc_call_current(void);
+/* Makes `call` (NULL: none) this thread's current call, for code that
+ * continues a call's work outside its callbacks; returns the previous
+ * one, to be put back when done. The caller keeps the call alive. */
+TRPC_API trpc_call *trpc_call_set_current(trpc_call *call);
 TRPC_API int trpc_call_is_cancelled(const trpc_call *call);
 /* Encoding of the request messages ("identity" when none). */
 TRPC_API const char *trpc_call_request_encoding(const trpc_call *call);
@@ -302,8 +326,15 @@ TRPC_API int trpc_server_port(const trpc_server *srv, int tls, size_t i);
 TRPC_API void trpc_server_shutdown(trpc_server *srv);
 
 /* Blocks until SIGINT or SIGTERM, then shuts down gracefully. Installs the
- * signal mask itself; call it from the main thread after start. */
+ * signal mask itself; call it from the main thread after start. SIGHUP
+ * does not stop the server: it reopens log.file (trpc_log_reopen) and
+ * then runs the reload hook, if one is set, on the calling thread. */
 TRPC_API int trpc_server_run_until_signal(trpc_server *srv);
+
+/* Sets the hook SIGHUP runs (see above); NULL removes it. Before
+ * trpc_server_run_until_signal. */
+typedef void (*trpc_reload_fn)(trpc_server *srv, void *ud);
+TRPC_API void trpc_server_set_on_reload(trpc_server *srv, trpc_reload_fn fn, void *ud);
 
 TRPC_API void trpc_server_free(trpc_server *srv);
 
@@ -345,6 +376,66 @@ TRPC_API int trpc_reflection_register(trpc_server *srv, const struct trpc_descri
 TRPC_API int trpc_server_on_free(trpc_server *srv, void (*fn)(void *arg), void *arg);
 /* Runs fn(arg) at the start of a graceful shutdown, before GOAWAY. */
 TRPC_API int trpc_server_on_shutdown(trpc_server *srv, void (*fn)(void *arg), void *arg);
+
+/* ------------------------------------------------------------------ metrics */
+
+/*
+ * Prometheus metrics in the text exposition format 0.0.4. The runtime
+ * counts per thread (each I/O thread and the keepalive thread own their
+ * counters; a scrape sums them), so counting takes no lock and shares no
+ * cache line. The server's families:
+ *   grpc_server_started_total, grpc_server_handled_total (+ grpc_code),
+ *   grpc_server_msg_received_total, grpc_server_msg_sent_total and the
+ *   grpc_server_handling_seconds histogram, labelled grpc_type (unary,
+ *   client_stream, server_stream, bidi_stream), grpc_service and
+ *   grpc_method as go-grpc-prometheus does; series of every registered
+ *   method exist from the start; calls to methods the server does not
+ *   have count as grpc_service="unknown", grpc_method="unknown";
+ *   tasker_connections_open, tasker_streams_active,
+ *   tasker_pool_queue_depth, tasker_pool_threads,
+ *   tasker_pool_busy_threads, tasker_backpressure_active,
+ *   tasker_keepalive_goaways_total{reason}, tasker_tls_handshakes_total,
+ *   tasker_tls_handshake_failures_total; process_* (CPU, start time,
+ *   memory, file descriptors); then each collector's families.
+ */
+#define TRPC_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* Exposition text being built. Functions on it return 0, TRPC_ERR_INVALID
+ * (bad metric or label name, bad type) or TRPC_ERR_NOMEM; after an
+ * allocation failure the buffer stays failed. */
+typedef struct trpc_metrics_buf trpc_metrics_buf;
+TRPC_API trpc_metrics_buf *trpc_metrics_buf_new(void); /* NULL: out of memory */
+TRPC_API void trpc_metrics_buf_free(trpc_metrics_buf *b);
+/* The text (NUL terminated) and its length; NULL once an allocation failed.
+ * Owned by the buffer. */
+TRPC_API const char *trpc_metrics_buf_data(const trpc_metrics_buf *b, size_t *len);
+
+/* Starts a family: "# HELP name help" (escaped; none when help is NULL)
+ * and "# TYPE name type"; type is counter, gauge, histogram, summary or
+ * untyped. */
+TRPC_API int trpc_metrics_family(trpc_metrics_buf *b, const char *name, const char *type,
+                                 const char *help);
+/* One sample: name{k="v",...} value. `labels` holds n_labels pairs
+ * {key, value, key, value, ...}; values are escaped (and bytes that are not
+ * UTF-8 replaced). Histogram and summary series give their full name
+ * ("x_bucket" with an "le" label, "x_sum", "x_count"). */
+TRPC_API int trpc_metrics_sample(trpc_metrics_buf *b, const char *name, const char *const *labels,
+                                 size_t n_labels, double value);
+
+/* Programs append their own families at scrape time. Collectors run on the
+ * scraping thread, one scrape at a time, in the order they were added. */
+typedef void (*trpc_metrics_collect_fn)(trpc_metrics_buf *out, void *ud);
+TRPC_API int trpc_server_add_metrics_collector(trpc_server *srv, trpc_metrics_collect_fn fn,
+                                               void *ud);
+
+/* Appends every family of the server (and its collectors) to `out`. Any
+ * thread, any time between trpc_server_new and trpc_server_free. */
+TRPC_API int trpc_server_metrics_write(trpc_server *srv, trpc_metrics_buf *out);
+/* The same as one malloc'd NUL-terminated string (the caller frees it) and
+ * its length in *len; NULL when out of memory. */
+TRPC_API char *trpc_server_metrics_render(trpc_server *srv, size_t *len);
+/* Only the process_* families, for programs that run no server. */
+TRPC_API int trpc_metrics_write_process(trpc_metrics_buf *out);
 
 /* ------------------------------------------------------------------ client */
 
@@ -526,14 +617,36 @@ TRPC_API uint64_t trpc_channel_endpoint_calls(trpc_channel *ch, size_t i); /* ca
 
 /* -------------------------------------------------------------- logging */
 
+/*
+ * One line per record, to stderr or log.file, written with one write(2)
+ * (records from several threads never interleave), in one of two formats:
+ *   text  2026-11-22T10:00:00.123Z INFO message
+ *   json  {"ts":"2026-11-22T10:00:00.123Z","level":"info","msg":"message"}
+ * A record logged from a handler callback (or under trpc_call_set_current)
+ * also names the call: service, method, peer and trace_id. With
+ * log.access_log every finished call adds one "access" record with its
+ * code (grpc-go's names: "OK", "NotFound") and duration_ms, whatever the
+ * level.
+ */
 enum trpc_log_level {
 	TRPC_LOG_ERROR = 0,
 	TRPC_LOG_WARN = 1,
 	TRPC_LOG_INFO = 2,
 	TRPC_LOG_DEBUG = 3
 };
+enum trpc_log_format { TRPC_LOG_FORMAT_TEXT = 0, TRPC_LOG_FORMAT_JSON = 1 };
 TRPC_API void trpc_log_set_level(int level);
+TRPC_API void trpc_log_set_format(int format);
 TRPC_API void trpc_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Applies log_level, log_format and log_file of a config (trpc_server_new
+ * does this; programs without a server call it themselves). Returns 0, or
+ * TRPC_ERR_SYSTEM with *why set (thread-local text) when the file cannot
+ * be opened; logging then stays where it was. */
+TRPC_API int trpc_log_configure(const struct trpc_server_config *cfg, const char **why);
+/* Reopens log.file by name (after rotation): lines logged before go to the
+ * old file, lines after to the new one, none is lost. 0 (also when logging
+ * to stderr) or TRPC_ERR_SYSTEM (the old file stays in use). Any thread. */
+TRPC_API int trpc_log_reopen(void);
 
 #ifdef __cplusplus
 }

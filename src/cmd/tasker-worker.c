@@ -29,11 +29,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cmd/worker_services.h"
+#include "common/sdnotify.h"
 #include "engine/template.h"
 #include "store/db.h"
 #include "tasker/rpc.h"
 #include "worker/settings.h"
 #include "worker/handler.h"
+#include "web/metrics_db.h"
+#include "web/metrics_http.h"
 #include "worker/worker.h"
 
 #define PROG "tasker-worker"
@@ -42,7 +46,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: " PROG " [--config PATH] [--section.key=value ...]\n"
-	        "       " PROG " --help | --version\n"
+	        "       " PROG " --help | --version | --list-options\n"
 	        "Worker keys: --database.url, --worker.template_path, --worker.namespaces,\n"
 	        "  --worker.concurrency, --worker.visibility_timeout, --worker.step_timeout,\n"
 	        "  --worker.poll_interval, --worker.batch_size, --worker.shutdown_timeout,\n"
@@ -53,6 +57,20 @@ static void usage(FILE *out)
 
 /* ------------------------------------------------------------------ configuration */
 
+/* Every option and key, one a line (the manual page is checked against it). */
+static void list_options(void)
+{
+	const char *section, *key;
+
+	printf("--config\n-c\n--list-options\n--help\n-h\n--version\n");
+	for (size_t i = 0; wk_settings_key(i, &section, &key) == 0; i++)
+		printf("%s.%s\n", section, key);
+	for (size_t i = 0; trpc_server_config_key(i, &section, &key) == 0; i++)
+		printf("%s.%s\n", section, key);
+	for (size_t i = 0; worker_services_key(i, &section, &key) == 0; i++)
+		printf("%s.%s\n", section, key);
+}
+
 struct extra_ctx {
 	struct wk_settings *cfg;
 	const char *why; /* the worker's complaint about a value, if any */
@@ -61,24 +79,10 @@ struct extra_ctx {
 static int on_extra(void *ud, const char *section, const char *key, const char *value)
 {
 	struct extra_ctx *x = ud;
+	int rc = wk_settings_set(x->cfg, section, key, value, &x->why);
 
-	return wk_settings_set(x->cfg, section, key, value, &x->why);
-}
-
-static int log_level_of(const char *name)
-{
-	static const struct {
-		const char *name;
-		int level;
-	} levels[] = {{"error", TRPC_LOG_ERROR},
-	              {"warn", TRPC_LOG_WARN},
-	              {"info", TRPC_LOG_INFO},
-	              {"debug", TRPC_LOG_DEBUG}};
-
-	for (size_t i = 0; name != NULL && i < sizeof(levels) / sizeof(levels[0]); i++)
-		if (strcmp(name, levels[i].name) == 0)
-			return levels[i].level;
-	return TRPC_LOG_INFO;
+	/* then the API's keys (worker.web_bind_address, [web], [auth]) */
+	return rc == TRPC_ERR_CONFIG ? worker_services_set(section, key, value, &x->why) : rc;
 }
 
 /*
@@ -96,6 +100,10 @@ static int parse_own_options(int argc, char **argv, char **rest, int *nrest,
 		}
 		if (strcmp(argv[i], "--version") == 0) {
 			printf(PROG " %s\n", PACKAGE_VERSION);
+			return 0;
+		}
+		if (strcmp(argv[i], "--list-options") == 0) {
+			list_options();
 			return 0;
 		}
 		if (strcmp(argv[i], "--migrate-only") == 0) {
@@ -139,7 +147,7 @@ static int load_config(int argc, char **argv, struct wk_settings *wcfg,
 	}
 	if (wk_settings_from_env(wcfg, &why) != 0 ||
 	    trpc_server_config_load(rcfg, config_path, nrest, rest, on_extra, &x, &why) != 0 ||
-	    wk_settings_check(wcfg, &why) != 0) {
+	    wk_settings_check(wcfg, &why) != 0 || trpc_log_configure(rcfg, &why) != 0) {
 		fprintf(stderr, PROG ": %s%s%s%s\n", why, x.why != NULL ? " (" : "",
 		        x.why != NULL ? x.why : "", x.why != NULL ? ")" : "");
 		usage(stderr);
@@ -147,7 +155,6 @@ static int load_config(int argc, char **argv, struct wk_settings *wcfg,
 		return 2;
 	}
 	free(rest);
-	trpc_log_set_level(log_level_of(rcfg->log_level));
 	return -1;
 }
 
@@ -245,10 +252,13 @@ static int run_until_signal(struct wk_worker *w, const sigset_t *set, int shutdo
 	int64_t deadline;
 	int sig, idle = 0;
 
-	while ((sig = sigwaitinfo(set, NULL)) == -1 && errno == EINTR)
-		;
+	/* SIGHUP only reopens the log file (after rotation). */
+	while ((sig = sigwaitinfo(set, NULL)) == SIGHUP || (sig == -1 && errno == EINTR))
+		if (sig == SIGHUP && trpc_log_reopen() != 0)
+			trpc_log(TRPC_LOG_ERROR, "SIGHUP: cannot reopen the log file");
 	trpc_log(TRPC_LOG_INFO, "%s: no longer claiming; waiting up to %d ms for running steps",
 	         strsignal(sig), shutdown_timeout_ms);
+	sdn_stopping("stopping: waiting up to %d ms for running steps", shutdown_timeout_ms);
 	wk_worker_stop_claiming(w);
 	deadline = wk_now_ns() + (int64_t)shutdown_timeout_ms * 1000000;
 	while (!idle) {
@@ -256,7 +266,9 @@ static int run_until_signal(struct wk_worker *w, const sigset_t *set, int shutdo
 		idle = wk_worker_wait_idle(w, slice < deadline ? slice : deadline);
 		if (idle || wk_now_ns() >= deadline)
 			break;
-		if (sigtimedwait(set, NULL, &zero) > 0) {
+		if ((sig = sigtimedwait(set, NULL, &zero)) == SIGHUP)
+			trpc_log_reopen();
+		else if (sig > 0) {
 			trpc_log(TRPC_LOG_WARN, "second signal: not waiting any longer");
 			break;
 		}
@@ -308,6 +320,10 @@ int main(int argc, char **argv)
 	struct wk_worker *w = NULL;
 	struct wk_registry_config reg_cfg = {0};
 	struct wk_worker_options wo = {0};
+	struct worker_services_args api_args;
+	struct worker_services *api = NULL;
+	struct metrics_db *mdb = NULL;
+	struct metrics_http *metrics = NULL;
 	struct tk_err err;
 	sigset_t set;
 	char list[512];
@@ -319,6 +335,7 @@ int main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 
 	tk_err_clear(&err);
@@ -356,6 +373,15 @@ int main(int argc, char **argv)
 	}
 	if ((pool = open_pool(&cfg)) == NULL)
 		goto out_reg;
+	if (rcfg.metrics_listen != NULL) {
+		struct metrics_source src = {.collect = metrics_db_collect};
+		const char *why = "out of memory";
+		if ((src.collect_ud = mdb = metrics_db_new(pool, 5000)) == NULL ||
+		    (metrics = metrics_http_start(rcfg.metrics_listen, &src, &why)) == NULL) {
+			fprintf(stderr, PROG ": %s\n", why);
+			goto out_worker;
+		}
+	}
 	wo.cfg = &cfg;
 	wo.registry = reg;
 	wo.pool = pool;
@@ -371,7 +397,21 @@ int main(int argc, char **argv)
 	              ", %zu without a handler here; concurrency %d, visibility timeout %d s",
 	         PACKAGE_VERSION, wk_worker_uuid(w), list, wk_registry_count(reg), n_tpls,
 	         wk_registry_unhandled(reg), cfg.concurrency, cfg.visibility_timeout_s);
-	trpc_log(TRPC_LOG_DEBUG, "gRPC bind address %s (not served yet)", cfg.grpc_bind_address);
+	api_args = (struct worker_services_args){.rcfg = &rcfg,
+	                                         .cfg = &cfg,
+	                                         .worker = w,
+	                                         .registry = reg,
+	                                         .pool = pool,
+	                                         .templates = tpls,
+	                                         .n_templates = n_tpls,
+	                                         .namespaces = (const char *const *)ns.v,
+	                                         .n_namespaces = ns.n};
+	if ((api = worker_services_start(&api_args, &err)) == NULL) {
+		fprintf(stderr, PROG ": %s\n", err.msg);
+		goto out_worker;
+	}
+	sdn_ready("serving namespace(s) %s", list);
+	sdn_watchdog_start(NULL, NULL);
 
 	if (!run_until_signal(w, &set, cfg.shutdown_timeout_ms)) {
 		wk_worker_abandon(w);
@@ -382,6 +422,9 @@ int main(int argc, char **argv)
 	trpc_log(TRPC_LOG_INFO, "stopped");
 	rc = 0;
 out_worker:
+	worker_services_stop(api);
+	metrics_http_stop(metrics);
+	metrics_db_free(mdb);
 	wk_worker_free(w);
 	db_pool_free(pool);
 out_reg:
@@ -390,6 +433,7 @@ out_tpls:
 	names_clear(&ns);
 	tpl_free_all(tpls, n_tpls);
 out_cfg:
+	worker_services_stop(NULL); /* the API's settings */
 	wk_settings_clear(&cfg);
 	trpc_server_config_clear(&rcfg);
 	return rc;

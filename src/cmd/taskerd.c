@@ -20,16 +20,23 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cmd/taskerd_metrics.h"
+#include "cmd/taskerd_rest.h"
+#include "cmd/taskerd_services.h"
+#include "common/sdnotify.h"
 #include "engine/engine.h"
 #include "tasker/rpc.h"
 
 extern const unsigned char std_descriptor_set[];
 extern const unsigned long std_descriptor_set_len;
+extern const unsigned char tasker_descriptor_set[];
+extern const unsigned long tasker_descriptor_set_len;
 
 /* Program settings beyond the runtime's, filled by on_extra_key. */
 struct taskerd_opts {
@@ -40,6 +47,7 @@ struct taskerd_opts {
 	char *web_bind;
 	char *grpc_bind;
 	int migrate_only;
+	struct taskerd_api *api; /* the tasker.v1 API: its own keys ([auth], [backpressure]) */
 };
 
 static int parse_int(const char *v, int min, int max, int *out)
@@ -60,58 +68,80 @@ static int set_str(char **dst, const char *v)
 	return *dst ? 0 : TRPC_ERR_NOMEM;
 }
 
-/* Keys of the [database], [orchestration] and [dlq] sections. */
+/*
+ * Keys of the [database], [orchestration] and [dlq] sections: a string (a
+ * char * in struct taskerd_opts) or an integer in min..max (an int).
+ * --list-options prints this table, so a key added here is a key the
+ * manual test asks to document.
+ */
+struct extra_key {
+	const char *section, *key;
+	size_t offset;
+	int is_int, min, max;
+};
+
+#define OPT(field) offsetof(struct taskerd_opts, field)
+
+static const struct extra_key extra_keys[] = {
+    {"database", "url", OPT(database_url), 0, 0, 0},
+    {"database", "pool_size", OPT(eng.pool_size), 1, 1, 1000},
+    {"orchestration", "template_path", OPT(template_path), 0, 0, 0},
+    {"orchestration", "environment", OPT(environment), 0, 0, 0},
+    {"orchestration", "grpc_bind_address", OPT(grpc_bind), 0, 0, 0},
+    {"orchestration", "web_bind_address", OPT(web_bind), 0, 0, 0},
+    {"orchestration", "poll_interval_ms", OPT(eng.poll_interval_ms), 1, 10, 600000},
+    {"orchestration", "result_threads", OPT(eng.result_threads), 1, 1, 64},
+    {"orchestration", "request_threads", OPT(eng.request_threads), 1, 1, 64},
+    {"orchestration", "result_batch", OPT(eng.result_batch), 1, 1, 1000},
+    {"orchestration", "visibility_timeout_s", OPT(eng.visibility_timeout_s), 1, 1, 86400},
+    {"dlq", "staleness_enabled", OPT(eng.staleness_enabled), 1, 0, 1},
+    {"dlq", "staleness_interval_s", OPT(eng.staleness_interval_s), 1, 1, 86400},
+    {"dlq", "staleness_batch", OPT(eng.staleness_batch), 1, 1, 10000},
+};
+
+#define N_EXTRA_KEYS (sizeof(extra_keys) / sizeof(extra_keys[0]))
+
 static int on_extra_key(void *ud, const char *section, const char *key, const char *value)
 {
-	struct taskerd_opts *o = ud;
-	int *ip = NULL, min = 0, max = INT_MAX;
-	if (strcmp(section, "database") == 0) {
-		if (strcmp(key, "url") == 0)
-			return set_str(&o->database_url, value);
-		if (strcmp(key, "pool_size") == 0)
-			ip = &o->eng.pool_size, min = 1, max = 1000;
-	} else if (strcmp(section, "orchestration") == 0) {
-		if (strcmp(key, "template_path") == 0)
-			return set_str(&o->template_path, value);
-		if (strcmp(key, "environment") == 0)
-			return set_str(&o->environment, value);
-		if (strcmp(key, "grpc_bind_address") == 0)
-			return set_str(&o->grpc_bind, value);
-		if (strcmp(key, "web_bind_address") == 0)
-			return set_str(&o->web_bind, value);
-		if (strcmp(key, "poll_interval_ms") == 0)
-			ip = &o->eng.poll_interval_ms, min = 10, max = 600000;
-		if (strcmp(key, "result_threads") == 0)
-			ip = &o->eng.result_threads, min = 1, max = 64;
-		if (strcmp(key, "request_threads") == 0)
-			ip = &o->eng.request_threads, min = 1, max = 64;
-		if (strcmp(key, "result_batch") == 0)
-			ip = &o->eng.result_batch, min = 1, max = 1000;
-		if (strcmp(key, "visibility_timeout_s") == 0)
-			ip = &o->eng.visibility_timeout_s, min = 1, max = 86400;
-	} else if (strcmp(section, "dlq") == 0) {
-		if (strcmp(key, "staleness_enabled") == 0)
-			ip = &o->eng.staleness_enabled, min = 0, max = 1;
-		if (strcmp(key, "staleness_interval_s") == 0)
-			ip = &o->eng.staleness_interval_s, min = 1, max = 86400;
-		if (strcmp(key, "staleness_batch") == 0)
-			ip = &o->eng.staleness_batch, min = 1, max = 10000;
+	char *base = ud;
+
+	for (size_t i = 0; i < N_EXTRA_KEYS; i++) {
+		const struct extra_key *k = &extra_keys[i];
+		if (strcmp(k->section, section) != 0 || strcmp(k->key, key) != 0)
+			continue;
+		if (!k->is_int)
+			return set_str((char **)(void *)(base + k->offset), value);
+		if (parse_int(value, k->min, k->max, (int *)(void *)(base + k->offset)) != 0) {
+			fprintf(stderr, "taskerd: %s.%s: \"%s\" is not an integer in %d..%d\n",
+			        section, key, value, k->min, k->max);
+			return TRPC_ERR_INVALID;
+		}
+		return 0;
 	}
-	if (ip == NULL)
-		return TRPC_ERR_CONFIG;
-	if (parse_int(value, min, max, ip) != 0) {
-		fprintf(stderr, "taskerd: %s.%s: \"%s\" is not an integer in %d..%d\n", section,
-		        key, value, min, max);
-		return TRPC_ERR_INVALID;
-	}
-	return 0;
+	/* [auth], [auth.api_key.<name>], [backpressure]: the API's; [web]: REST's. */
+	int rc = taskerd_api_config_key(((struct taskerd_opts *)ud)->api, section, key, value);
+	return rc == TRPC_ERR_CONFIG ? taskerd_rest_config_key(section, key, value) : rc;
+}
+
+/* Every option and key, one a line (the manual pages are checked against it). */
+static void list_options(void)
+{
+	const char *section, *key;
+
+	printf("--config\n-c\n--migrate-only\n--list-options\n--help\n-h\n--version\n");
+	for (size_t i = 0; trpc_server_config_key(i, &section, &key) == 0; i++)
+		printf("%s.%s\n", section, key);
+	for (size_t i = 0; i < N_EXTRA_KEYS; i++)
+		printf("%s.%s\n", extra_keys[i].section, extra_keys[i].key);
+	for (size_t i = 0; taskerd_rest_key(i, &section, &key) == 0; i++)
+		printf("%s.%s\n", section, key);
 }
 
 static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: taskerd [--config PATH] [--migrate-only] [--section.key=value ...]\n"
-	        "       taskerd --help | --version\n"
+	        "       taskerd --help | --version | --list-options\n"
 	        "Required: DATABASE_URL (or --database.url). See taskerd.conf for every key.\n");
 }
 
@@ -122,6 +152,7 @@ static void opts_free(struct taskerd_opts *o)
 	free(o->environment);
 	free(o->web_bind);
 	free(o->grpc_bind);
+	taskerd_api_free(o->api);
 }
 
 /* The plain operator variables; the command line and TASKER_* keys override. */
@@ -143,12 +174,18 @@ int main(int argc, char **argv)
 	eng_config_init(&o.eng);
 	char **rest = calloc((size_t)argc + 1, sizeof *rest);
 	int nrest = 0;
-	if (rest == NULL || apply_environment(&o) != 0)
+	if (rest == NULL || apply_environment(&o) != 0 || (o.api = taskerd_api_new()) == NULL)
 		return 1;
 	rest[nrest++] = argv[0];
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
+			free(rest);
+			opts_free(&o);
+			return 0;
+		}
+		if (strcmp(argv[i], "--list-options") == 0) {
+			list_options();
 			free(rest);
 			opts_free(&o);
 			return 0;
@@ -201,8 +238,15 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out_cfg;
 	}
+	/* [log] applies from here on, not only once the server exists. */
+	if (trpc_log_configure(&cfg, &why) != 0) {
+		fprintf(stderr, "taskerd: %s\n", why);
+		rc = 2;
+		goto out_cfg;
+	}
 
 	struct tk_err err = {0};
+	sdn_status("applying database migrations");
 	/* Migrations are applied at every start (under an advisory lock, so
 	 * several taskerd can start together); --migrate-only stops there. */
 	if (eng_migrate(o.database_url, &err) != 0) {
@@ -222,30 +266,50 @@ int main(int argc, char **argv)
 		fprintf(stderr, "taskerd: %s\n", err.msg);
 		goto out_cfg;
 	}
+	struct taskerd_metrics *metrics = NULL;
+	struct rest_server *web = NULL;
 	trpc_server *srv = trpc_server_new(&cfg, &why);
 	if (srv == NULL) {
 		fprintf(stderr, "taskerd: %s\n", why);
 		goto out_eng;
 	}
-	struct trpc_descriptor_set sets[] = {{std_descriptor_set, std_descriptor_set_len}};
-	if (trpc_health_register(srv) == NULL || trpc_reflection_register(srv, sets, 1) != 0) {
+	struct trpc_descriptor_set sets[] = {{std_descriptor_set, std_descriptor_set_len},
+	                                     {tasker_descriptor_set, tasker_descriptor_set_len}};
+	trpc_health *health = trpc_health_register(srv);
+	if (health == NULL || trpc_reflection_register(srv, sets, 2) != 0) {
 		fprintf(stderr, "taskerd: cannot register the standard services\n");
+		goto out_srv;
+	}
+	if (taskerd_api_register(o.api, srv, health, eng, o.database_url, o.environment, &err) !=
+	    0) {
+		fprintf(stderr, "taskerd: %s\n", err.msg);
 		goto out_srv;
 	}
 	if (eng_start(eng, &err) != 0) {
 		fprintf(stderr, "taskerd: %s\n", err.msg);
 		goto out_srv;
 	}
-	if (trpc_server_start(srv, &why) != 0) {
+	if (trpc_server_start(srv, &why) != 0 ||
+	    (metrics = taskerd_metrics_start(srv, eng, &cfg, &why)) == NULL) {
 		fprintf(stderr, "taskerd: %s\n", why);
 		goto out_srv;
 	}
+	if (taskerd_rest_start(taskerd_api_env(o.api), o.web_bind, &web, &err) != 0) {
+		fprintf(stderr, "taskerd: %s\n", err.msg);
+		goto out_srv;
+	}
+	sdn_server_ready(srv, "orchestrating; serving gRPC on %s (port %d)",
+	                 cfg.listen != NULL ? cfg.listen : cfg.tls_listen,
+	                 trpc_server_port(srv, cfg.listen == NULL, 0));
 	rc = trpc_server_run_until_signal(srv) == 0 ? 0 : 1;
 out_srv:
+	taskerd_rest_stop(web);
+	taskerd_metrics_stop(metrics);
 	trpc_server_free(srv);
 out_eng:
 	eng_free(eng);
 out_cfg:
+	taskerd_rest_stop(NULL); /* the [web] settings */
 	trpc_server_config_clear(&cfg);
 	opts_free(&o);
 	free(rest);

@@ -356,13 +356,14 @@ static int find_named_task(PGconn *conn, const struct eng_task_request *req, cha
 	return 0;
 }
 
-/* steps and edges of a template as the JSON tasker.create_task takes */
-static int steps_json(const struct tpl *t, char **steps, char **edges)
+/* A template as tasker.create_tasks takes it: {namespace, steps, edges}. */
+static json_t *template_json(const struct tpl *t)
 {
 	json_t *s = json_array(), *ed = json_array();
+
 	for (size_t i = 0; i < t->n_steps; i++) {
 		const struct tpl_step *st = &t->steps[i];
-		json_array_append_new(s, json_pack("{s:s, s:b, s:i, s:O}", "name", st->name,
+		json_array_append_new(s, json_pack("{s:s, s:b, s:i, s:O?}", "name", st->name,
 		                                   "retryable", st->retryable, "max_attempts",
 		                                   st->max_attempts, "inputs", st->initialization));
 		for (size_t d = 0; d < st->n_dependencies; d++)
@@ -370,11 +371,187 @@ static int steps_json(const struct tpl *t, char **steps, char **edges)
 			                      json_pack("{s:s, s:s}", "parent", st->dependencies[d],
 			                                "child", st->name));
 	}
-	*steps = json_dumps(s, JSON_COMPACT);
-	*edges = json_dumps(ed, JSON_COMPACT);
-	json_decref(s);
-	json_decref(ed);
-	return *steps && *edges ? 0 : TRPC_ERR_NOMEM;
+	if (s == NULL || ed == NULL || json_array_size(s) != t->n_steps) {
+		json_decref(s);
+		json_decref(ed);
+		return NULL;
+	}
+	return json_pack("{s:s, s:o, s:o}", "namespace", t->namespace_name, "steps", s, "edges",
+	                 ed);
+}
+
+/*
+ * Checks a request and finds its template (item->named_task_uuid, version).
+ * Returns 0; a refusal (TRPC_ERR_INVALID, TRPC_ERR_NOT_FOUND) with
+ * item->err set; or a database code with err set.
+ */
+static int check_request(struct eng *e, PGconn *conn, struct eng_batch_item *item,
+                         const struct tpl **tpl, struct tk_err *err)
+{
+	const struct eng_task_request *req = &item->req;
+	struct tk_err *why = &item->err;
+	int rv;
+
+	tk_err_clear(why);
+	if (req->namespace_name == NULL || !*req->namespace_name || req->name == NULL ||
+	    !*req->name)
+		return tk_err_set(why, TRPC_ERR_INVALID, "namespace and name are required");
+	if (valid_json(req->context_json ? req->context_json : "{}", 1, why, "context") != 0)
+		return why->code;
+	if (req->tags_json != NULL && valid_json(req->tags_json, 0, why, "tags") != 0)
+		return why->code;
+	if (req->correlation_id != NULL && check_uuid("correlation_id", req->correlation_id, why))
+		return why->code;
+	if (req->parent_correlation_id != NULL &&
+	    check_uuid("parent_correlation_id", req->parent_correlation_id, why))
+		return why->code;
+	rv = find_named_task(conn, req, item->named_task_uuid, item->version, why);
+	if (rv == TRPC_ERR_NOT_FOUND)
+		return rv;
+	if (rv != 0) {
+		*err = *why;
+		return rv;
+	}
+	if ((*tpl = eng_template(e, item->named_task_uuid, why)) == NULL) {
+		if (why->code != TRPC_ERR_NOT_FOUND && why->code != TRPC_ERR_INVALID)
+			*err = *why;
+		return why->code;
+	}
+	if (strcmp((*tpl)->identity_strategy ? (*tpl)->identity_strategy : "strict",
+	           "caller_provided") == 0 &&
+	    req->idempotency_key == NULL)
+		return tk_err_set(why, TRPC_ERR_INVALID,
+		                  "template %s/%s@%s uses caller_provided identity: an idempotency "
+		                  "key is required",
+		                  req->namespace_name, req->name, item->version);
+	return 0;
+}
+
+static int refusal(int rv)
+{
+	return rv == TRPC_ERR_INVALID || rv == TRPC_ERR_NOT_FOUND;
+}
+
+/* Adds key = s to o when s is not NULL. */
+static void set_str(json_t *o, const char *key, const char *s)
+{
+	if (s != NULL)
+		json_object_set_new(o, key, json_string(s));
+}
+
+/* The request as tasker.create_tasks takes it. The context and the tags go
+ * as text, so that PostgreSQL parses them as the caller wrote them. */
+static json_t *request_json(size_t i, const struct eng_batch_item *item, const struct tpl *t)
+{
+	const struct eng_task_request *req = &item->req;
+	json_t *r =
+	    json_pack("{s:I, s:s, s:s, s:s, s:i}", "i", (json_int_t)i, "named_task_uuid",
+	              item->named_task_uuid, "identity_strategy",
+	              t->identity_strategy ? t->identity_strategy : "strict", "context",
+	              req->context_json ? req->context_json : "{}", "priority", req->priority);
+
+	if (r == NULL)
+		return NULL;
+	set_str(r, "idempotency_key", req->idempotency_key);
+	set_str(r, "initiator", req->initiator);
+	set_str(r, "source_system", req->source_system);
+	set_str(r, "reason", req->reason);
+	set_str(r, "tags", req->tags_json);
+	set_str(r, "correlation_id", req->correlation_id);
+	set_str(r, "parent_correlation_id", req->parent_correlation_id);
+	return r;
+}
+
+/* Builds the arguments of tasker.create_tasks for the items not refused. */
+static int batch_json(struct eng *e, PGconn *conn, struct eng_batch_item *items, size_t n,
+                      char **reqs_text, char **tpls_text, struct tk_err *err)
+{
+	json_t *reqs = json_array(), *tpls = json_object();
+	int rv = 0;
+
+	if (reqs == NULL || tpls == NULL)
+		rv = tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+	for (size_t i = 0; i < n && rv == 0; i++) {
+		const struct tpl *t = NULL;
+		int r = check_request(e, conn, &items[i], &t, err);
+		if (r != 0) {
+			items[i].rv = r;
+			if (!refusal(r))
+				rv = r;
+			continue;
+		}
+		if (json_object_get(tpls, items[i].named_task_uuid) == NULL &&
+		    json_object_set_new(tpls, items[i].named_task_uuid, template_json(t)) != 0)
+			rv = tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+		else if (json_array_append_new(reqs, request_json(i, &items[i], t)) != 0)
+			rv = tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+	}
+	if (rv == 0) {
+		*reqs_text = json_dumps(reqs, JSON_COMPACT);
+		*tpls_text = json_dumps(tpls, JSON_COMPACT);
+		if (*reqs_text == NULL || *tpls_text == NULL)
+			rv = tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+	}
+	json_decref(reqs);
+	json_decref(tpls);
+	return rv;
+}
+
+int eng_tasks_create(struct eng *e, PGconn *conn, struct eng_batch_item *items, size_t n,
+                     const int64_t *archive, size_t narchive, struct tk_err *err)
+{
+	char *reqs = NULL, *tpls = NULL, *ids = NULL;
+	PGresult *res;
+	int rv;
+
+	tk_err_clear(err);
+	for (size_t i = 0; i < n; i++)
+		items[i].rv = 0;
+	if ((rv = batch_json(e, conn, items, n, &reqs, &tpls, err)) != 0)
+		goto out;
+	for (size_t i = 0; i < n; i++) /* until the database answers for it */
+		if (items[i].rv == 0)
+			items[i].rv = tk_err_set(&items[i].err, TRPC_ERR_DB,
+			                         "tasker.create_tasks gave no row for the request");
+	if (narchive > 0 && (ids = mq_ids_literal(archive, narchive)) == NULL) {
+		rv = tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	const char *p[] = {reqs, tpls, e->processor_uuid, ids};
+	res = db_exec_prepared(conn, "eng_create_tasks",
+	                       "SELECT i, task_uuid, correlation_id FROM "
+	                       "tasker.create_tasks($1::jsonb, $2::jsonb, $3::uuid, $4::bigint[])",
+	                       4, p, err);
+	if (res == NULL) {
+		rv = err->code;
+		goto out;
+	}
+	for (int row = 0; row < PQntuples(res); row++) {
+		size_t i = (size_t)atol(PQgetvalue(res, row, 0));
+		struct eng_batch_item *it = i < n ? &items[i] : NULL;
+		if (it == NULL)
+			continue;
+		if (PQgetisnull(res, row, 1)) {
+			it->rv =
+			    tk_err_set(&it->err, TRPC_ERR_EXISTS,
+			               "a task of %s/%s@%s with the same identity (%s) already "
+			               "exists",
+			               it->req.namespace_name, it->req.name, it->version,
+			               it->req.idempotency_key ? "idempotency key" : "context");
+			continue;
+		}
+		snprintf(it->created.task_uuid, sizeof it->created.task_uuid, "%s",
+		         PQgetvalue(res, row, 1));
+		snprintf(it->created.correlation_id, sizeof it->created.correlation_id, "%s",
+		         PQgetvalue(res, row, 2));
+		it->rv = 0;
+	}
+	PQclear(res);
+out:
+	free(reqs);
+	free(tpls);
+	free(ids);
+	return rv;
 }
 
 /* Creates the task in the caller's open transaction (conn). On an error
@@ -382,95 +559,18 @@ static int steps_json(const struct tpl *t, char **steps, char **edges)
 int eng_task_create_in(struct eng *e, PGconn *conn, const struct eng_task_request *req,
                        struct eng_task_created *out, struct tk_err *err)
 {
+	struct eng_batch_item item = {.req = *req};
+	int rv;
+
 	tk_err_clear(err);
-	if (req->namespace_name == NULL || !*req->namespace_name || req->name == NULL ||
-	    !*req->name)
-		return tk_err_set(err, TRPC_ERR_INVALID, "namespace and name are required");
-	const char *context = req->context_json ? req->context_json : "{}";
-	if (valid_json(context, 1, err, "context") != 0)
-		return err->code;
-	if (req->tags_json != NULL && valid_json(req->tags_json, 0, err, "tags") != 0)
-		return err->code;
-	if (req->correlation_id != NULL && check_uuid("correlation_id", req->correlation_id, err))
-		return err->code;
-	if (req->parent_correlation_id != NULL &&
-	    check_uuid("parent_correlation_id", req->parent_correlation_id, err))
-		return err->code;
-	char nt_uuid[37], version[17];
-	int rv = find_named_task(conn, req, nt_uuid, version, err);
-	if (rv != 0)
+	if ((rv = eng_tasks_create(e, conn, &item, 1, NULL, 0, err)) != 0)
 		return rv;
-	const struct tpl *t = eng_template(e, nt_uuid, err);
-	if (t == NULL)
-		return err->code;
-	const char *strategy = t->identity_strategy ? t->identity_strategy : "strict";
-	if (strcmp(strategy, "caller_provided") == 0 && req->idempotency_key == NULL)
-		return tk_err_set(err, TRPC_ERR_INVALID,
-		                  "template %s/%s@%s uses caller_provided identity: an idempotency "
-		                  "key is required",
-		                  req->namespace_name, req->name, version);
-	char *steps = NULL, *edges = NULL;
-	if (steps_json(t, &steps, &edges) != 0) {
-		free(steps);
-		free(edges);
-		return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+	if (item.rv != 0) {
+		*err = item.err;
+		return item.rv;
 	}
-	char prio[16];
-	snprintf(prio, sizeof prio, "%d", req->priority);
-	/* Identity (stable across processes): strict = the template and the
-	 * context (jsonb's canonical text); caller key = the template and the
-	 * key; always_unique = a fresh uuid. */
-	const char *p[] = {nt_uuid,
-	                   strategy,
-	                   context,
-	                   req->idempotency_key,
-	                   req->initiator,
-	                   req->source_system,
-	                   req->reason,
-	                   req->tags_json,
-	                   prio,
-	                   req->correlation_id,
-	                   req->parent_correlation_id,
-	                   steps,
-	                   edges};
-	/* A savepoint keeps a duplicate from aborting the caller's
-	 * transaction (the task-request consumer archives the message in it). */
-	PGresult *res = db_exec(conn, "SAVEPOINT eng_create", 0, NULL, err);
-	if (res == NULL) {
-		rv = err->code;
-		goto free_json;
-	}
-	PQclear(res);
-	res = db_exec_prepared(
-	    conn, "eng_create_task",
-	    "SELECT task_uuid, correlation_id FROM tasker.create_task($1::uuid, "
-	    "CASE WHEN $4::text IS NOT NULL THEN encode(sha256(convert_to($1 || ':key:' || $4, "
-	    "'UTF8')), 'hex') "
-	    "WHEN $2 = 'always_unique' THEN tasker.uuid_generate_v7()::text "
-	    "ELSE encode(sha256(convert_to($1 || ':ctx:' || $3::jsonb::text, 'UTF8')), 'hex') END, "
-	    "$3::jsonb, $5, $6, $7, $8::jsonb, $9::integer, $10::uuid, $11::uuid, $12::jsonb, "
-	    "$13::jsonb)",
-	    13, p, err);
-	if (res == NULL) {
-		rv = err->code;
-		db_command(conn, "ROLLBACK TO SAVEPOINT eng_create", 0, NULL, NULL);
-		if (rv == TRPC_ERR_EXISTS)
-			tk_err_set(err, rv,
-			           "a task of %s/%s@%s with the same identity (%s) already exists",
-			           req->namespace_name, req->name, version,
-			           req->idempotency_key ? "idempotency key" : "context");
-		goto free_json;
-	}
-	snprintf(out->task_uuid, sizeof out->task_uuid, "%s", PQgetvalue(res, 0, 0));
-	snprintf(out->correlation_id, sizeof out->correlation_id, "%s", PQgetvalue(res, 0, 1));
-	PQclear(res);
-	/* Enqueue the first steps in the same transaction: a created task is
-	 * always moving. */
-	rv = eng_drive_locked(e, conn, out->task_uuid, 0, err);
-free_json:
-	free(steps);
-	free(edges);
-	return rv;
+	*out = item.created;
+	return 0;
 }
 
 int eng_task_create(struct eng *e, const struct eng_task_request *req, struct eng_task_created *out,

@@ -69,7 +69,7 @@ static int lock_task_row(PGconn *conn, const char *task_uuid, struct task_row *r
 	    "JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid "
 	    "JOIN tasker.task_namespaces ns ON ns.task_namespace_uuid = nt.task_namespace_uuid "
 	    "LEFT JOIN tasker.task_transitions tt ON tt.task_uuid = t.task_uuid AND tt.most_recent "
-	    "WHERE t.task_uuid = $1::uuid FOR UPDATE OF t",
+	    "WHERE t.task_uuid = $1::uuid FOR NO KEY UPDATE OF t",
 	    1, p, err);
 	if (res == NULL)
 		return err->code;
@@ -431,12 +431,24 @@ static int process_result(struct eng *e, PGconn *conn, const char *task_uuid, co
 
 /* ------------------------------------------------------------------ threads */
 
-/* Sleeps up to ms; queue notifications (wake_all) end the sleep early only
- * when `wakeable`: timers (the poller, the staleness detector) must not run
- * on every message. Stopping always ends it. */
-static void sleep_ms(struct eng *e, int ms, int wakeable)
+/* A consumer that found less than a full batch waits this long before it
+ * reads again, so that the results of several steps (and several task
+ * requests) share one statement. */
+#define BATCH_WINDOW_MS 5
+
+/*
+ * Sleeps up to ms. With a queue (ENG_WAKE_RESULTS, ENG_WAKE_REQUESTS), a
+ * notification for it ends the sleep early, also one that came since *seen
+ * (the count the caller saw last; updated): a notification that arrives
+ * while the consumer works is not lost. which < 0 is a timer (the poller,
+ * the staleness detector), which must not run on every message. Stopping
+ * always ends it. Returns 1 when a notification ended it.
+ */
+static int sleep_for(struct eng *e, int ms, int which, unsigned *seen)
 {
 	struct timespec ts;
+	int woken = 0;
+
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (long)(ms % 1000) * 1000000;
@@ -446,48 +458,65 @@ static void sleep_ms(struct eng *e, int ms, int wakeable)
 	}
 	pthread_mutex_lock(&e->wake_mu);
 	while (!atomic_load(&e->stopping)) {
-		if (pthread_cond_timedwait(&e->wake_cv, &e->wake_mu, &ts) != 0 || wakeable)
+		if (which >= 0 && e->wake_seq[which] != *seen) {
+			*seen = e->wake_seq[which];
+			woken = 1;
+			break;
+		}
+		if (pthread_cond_timedwait(&e->wake_cv, &e->wake_mu, &ts) != 0)
 			break;
 	}
 	pthread_mutex_unlock(&e->wake_mu);
+	return woken;
 }
 
-static void sleep_or_wake(struct eng *e, int ms)
+static void sleep_ms(struct eng *e, int ms)
 {
-	sleep_ms(e, ms, 1);
+	sleep_for(e, ms, -1, NULL);
 }
 
-static void wake_all(struct eng *e)
+/* Wakes the consumers of the queues in mask (1 << ENG_WAKE_*). */
+static void wake(struct eng *e, unsigned mask)
 {
 	pthread_mutex_lock(&e->wake_mu);
+	for (int i = 0; i < ENG_WAKE_N; i++)
+		if (mask & (1u << i))
+			e->wake_seq[i]++;
 	pthread_cond_broadcast(&e->wake_cv);
 	pthread_mutex_unlock(&e->wake_mu);
 }
 
-/* Handles one batch from a queue; returns the number of messages, or -1
- * after a database error (the caller backs off). */
+/*
+ * A consumer's loop: consume() one batch after another; after a partial
+ * batch, a pause of BATCH_WINDOW_MS; when the queue was empty, a wait for
+ * its notification (then the pause) or for the poll interval.
+ */
+static void consume_loop(struct eng *e, int which, const char *queue,
+                         int (*consume)(struct eng *, PGconn *));
+
+/* Handles one message in the caller's open transaction. */
 typedef int (*msg_fn)(struct eng *e, PGconn *conn, json_t *msg, struct tk_err *err);
 
-static int consume_batch(struct eng *e, const char *queue, msg_fn fn)
+static int is_db_error(int rv)
+{
+	return rv == TRPC_ERR_DB || rv == TRPC_ERR_UNAVAILABLE || rv == TRPC_ERR_TIMEOUT ||
+	       rv == TRPC_ERR_NOMEM;
+}
+
+/*
+ * The one-at-a-time path: each message read from queue (and hidden for
+ * the visibility timeout) in a transaction of its own. Returns 1 when the
+ * connection broke, else 0.
+ */
+static int process_msgs(struct eng *e, PGconn *conn, const char *queue, const struct mq_msg *msgs,
+                        size_t n, msg_fn fn)
 {
 	struct tk_err err = {0};
-	PGconn *conn = db_acquire(e->pool, &err);
-	if (conn == NULL) {
-		trpc_log(TRPC_LOG_WARN, "%s: %s", queue, err.msg);
-		return -1;
-	}
-	struct mq_msg *msgs = NULL;
-	size_t n = 0;
-	if (mq_read(conn, queue, e->cfg.visibility_timeout_s, e->cfg.result_batch, &msgs, &n,
-	            &err) != 0) {
-		trpc_log(TRPC_LOG_WARN, "reading %s: %s", queue, err.msg);
-		db_release(e->pool, conn, db_is_connection_error(conn));
-		return -1;
-	}
 	int broken = 0;
+
 	for (size_t i = 0; i < n && !broken; i++) {
 		json_error_t je;
-		json_t *m = json_loads(msgs[i].message, 0, &je);
+		json_t *m = json_loads(msgs[i].message ? msgs[i].message : "", 0, &je);
 		int rv = db_begin(conn, &err);
 		if (rv == 0 && m != NULL)
 			rv = fn(e, conn, m, &err);
@@ -498,8 +527,7 @@ static int consume_batch(struct eng *e, const char *queue, msg_fn fn)
 		 * processed exactly once, or not at all (then seen again after its
 		 * visibility timeout). Business errors (a stale message) archive it
 		 * too; database errors leave it. */
-		int dberr = rv == TRPC_ERR_DB || rv == TRPC_ERR_UNAVAILABLE ||
-		            rv == TRPC_ERR_TIMEOUT || rv == TRPC_ERR_NOMEM;
+		int dberr = is_db_error(rv);
 		if (rv != 0 && !dberr)
 			trpc_log(TRPC_LOG_INFO, "%s: message %lld: %s", queue,
 			         (long long)msgs[i].msg_id, err.msg);
@@ -524,8 +552,26 @@ static int consume_batch(struct eng *e, const char *queue, msg_fn fn)
 		}
 		json_decref(m);
 	}
+	return broken;
+}
+
+/* Reads one batch from a queue and handles it message by message; returns
+ * the number of messages, or -1 after a database error (the caller backs
+ * off). */
+static int consume_batch(struct eng *e, PGconn *conn, const char *queue, msg_fn fn)
+{
+	struct tk_err err = {0};
+	struct mq_msg *msgs = NULL;
+	size_t n = 0;
+	int broken;
+
+	if (mq_read(conn, queue, e->cfg.visibility_timeout_s, e->cfg.result_batch, &msgs, &n,
+	            &err) != 0) {
+		trpc_log(TRPC_LOG_WARN, "reading %s: %s", queue, err.msg);
+		return -1;
+	}
+	broken = process_msgs(e, conn, queue, msgs, n, fn);
 	mq_msgs_free(msgs, n);
-	db_release(e->pool, conn, broken);
 	return broken ? -1 : (int)n;
 }
 
@@ -538,33 +584,91 @@ static int on_step_result(struct eng *e, PGconn *conn, json_t *m, struct tk_err 
 	return process_result(e, conn, task, step, err);
 }
 
+/*
+ * One batch of step results: tasker.orchestrate_step_results (migration
+ * 0010) settles the ordinary ones in one statement and hands back the
+ * others, which go the one-at-a-time way. Returns the number of messages,
+ * or -1 after a database error.
+ */
+static int consume_results(struct eng *e, PGconn *conn)
+{
+	struct tk_err err = {0};
+	char qty[16], vt[16];
+	const char *p[] = {qty, vt, e->processor_uuid};
+	struct mq_msg *msgs = NULL;
+	size_t n = 0;
+	int rows, broken;
+	PGresult *res;
+
+	snprintf(qty, sizeof qty, "%d", e->cfg.result_batch);
+	snprintf(vt, sizeof vt, "%d", e->cfg.visibility_timeout_s);
+	res =
+	    db_exec_prepared(conn, "eng_results",
+	                     "SELECT msg_id, read_ct, message, handled FROM "
+	                     "tasker.orchestrate_step_results($1::integer, $2::integer, $3::uuid)",
+	                     3, p, &err);
+	if (res == NULL) {
+		trpc_log(TRPC_LOG_WARN, "settling step results: %s", err.msg);
+		if (db_is_connection_error(conn))
+			return -1;
+		return consume_batch(e, conn, ENG_RESULTS_QUEUE, on_step_result);
+	}
+	rows = PQntuples(res);
+	msgs = calloc((size_t)rows + 1, sizeof *msgs);
+	for (int i = 0; i < rows && msgs != NULL; i++) {
+		if (PQgetvalue(res, i, 3)[0] == 't')
+			continue;
+		struct mq_msg *m = &msgs[n++];
+		m->msg_id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+		m->read_ct = atoi(PQgetvalue(res, i, 1));
+		m->message = PQgetisnull(res, i, 2) ? NULL : strdup(PQgetvalue(res, i, 2));
+	}
+	PQclear(res);
+	if (msgs == NULL) /* the messages come back after their visibility timeout */
+		return rows;
+	broken = process_msgs(e, conn, ENG_RESULTS_QUEUE, msgs, n, on_step_result);
+	mq_msgs_free(msgs, n);
+	return broken ? -1 : rows;
+}
+
 static const char *jstr(json_t *o, const char *k)
 {
 	return json_string_value(json_object_get(o, k));
 }
 
-/* A TaskRequestMessage from queue orchestration_task_requests. */
-static int on_task_request(struct eng *e, PGconn *conn, json_t *m, struct tk_err *err)
+/* The request in a TaskRequestMessage. It points into m, *ctxs and *tagss
+ * (the context and tags as text; free them). */
+static void request_from_json(json_t *m, struct eng_task_request *req, char **ctxs, char **tagss)
 {
 	json_t *ctx = json_object_get(m, "context");
 	json_t *tags = json_object_get(m, "tags");
-	char *ctxs = ctx ? json_dumps(ctx, JSON_COMPACT) : NULL;
-	char *tagss = tags ? json_dumps(tags, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-	struct eng_task_request req = {
+
+	*ctxs = ctx ? json_dumps(ctx, JSON_COMPACT) : NULL;
+	*tagss = tags ? json_dumps(tags, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	*req = (struct eng_task_request){
 	    .namespace_name = jstr(m, "namespace"),
 	    .name = jstr(m, "name"),
 	    .version = jstr(m, "version"),
-	    .context_json = ctxs,
+	    .context_json = *ctxs,
 	    .initiator = jstr(m, "initiator"),
 	    .source_system = jstr(m, "source_system"),
 	    .reason = jstr(m, "reason"),
-	    .tags_json = tagss,
+	    .tags_json = *tagss,
 	    .priority = (int)json_integer_value(json_object_get(m, "priority")),
 	    .correlation_id = jstr(m, "correlation_id"),
 	    .parent_correlation_id = jstr(m, "parent_correlation_id"),
 	    .idempotency_key = jstr(m, "idempotency_key"),
 	};
+}
+
+/* A TaskRequestMessage from queue orchestration_task_requests. */
+static int on_task_request(struct eng *e, PGconn *conn, json_t *m, struct tk_err *err)
+{
+	struct eng_task_request req;
 	struct eng_task_created out;
+	char *ctxs, *tagss;
+
+	request_from_json(m, &req, &ctxs, &tagss);
 	/* In the consumer's transaction: the task exists if and only if its
 	 * request message is archived. */
 	int rv = eng_task_create_in(e, conn, &req, &out, err);
@@ -575,32 +679,128 @@ static int on_task_request(struct eng *e, PGconn *conn, json_t *m, struct tk_err
 	return rv;
 }
 
-static void *results_main(void *arg)
+/*
+ * One batch of task requests, created with one statement that also
+ * archives every message of the batch (eng_tasks_create). When that fails,
+ * the messages go the one-at-a-time way. Returns the number of messages,
+ * or -1 after a database error.
+ */
+static int consume_requests(struct eng *e, PGconn *conn)
 {
-	struct eng *e = arg;
+	struct tk_err err = {0};
+	struct mq_msg *msgs = NULL;
+	size_t n = 0;
+	int rv = 0;
+
+	if (mq_read(conn, ENG_REQUESTS_QUEUE, e->cfg.visibility_timeout_s, e->cfg.result_batch,
+	            &msgs, &n, &err) != 0) {
+		trpc_log(TRPC_LOG_WARN, "reading %s: %s", ENG_REQUESTS_QUEUE, err.msg);
+		return -1;
+	}
+	if (n == 0)
+		return 0;
+	struct eng_batch_item *items = calloc(n, sizeof *items);
+	json_t **parsed = calloc(n, sizeof *parsed);
+	char **strs = calloc(2 * n, sizeof *strs);
+	int64_t *ids = calloc(n, sizeof *ids);
+	if (items == NULL || parsed == NULL || strs == NULL || ids == NULL) {
+		rv = tk_err_set(&err, TRPC_ERR_NOMEM, "out of memory");
+		goto fallback;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_error_t je;
+		ids[i] = msgs[i].msg_id;
+		parsed[i] = json_loads(msgs[i].message ? msgs[i].message : "", 0, &je);
+		if (parsed[i] == NULL || !json_is_object(parsed[i])) {
+			/* refused below: no namespace */
+			items[i].req = (struct eng_task_request){0};
+			continue;
+		}
+		request_from_json(parsed[i], &items[i].req, &strs[2 * i], &strs[2 * i + 1]);
+	}
+	rv = eng_tasks_create(e, conn, items, n, ids, n, &err);
+	if (rv == 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (items[i].rv == 0)
+				trpc_log(TRPC_LOG_INFO, "task %s created from a queued request",
+				         items[i].created.task_uuid);
+			else if (parsed[i] == NULL)
+				trpc_log(TRPC_LOG_WARN, "%s: message %lld is not JSON: dropped",
+				         ENG_REQUESTS_QUEUE, (long long)ids[i]);
+			else
+				trpc_log(TRPC_LOG_INFO, "%s: message %lld: %s", ENG_REQUESTS_QUEUE,
+				         (long long)ids[i], items[i].err.msg);
+		}
+		goto out;
+	}
+fallback:
+	trpc_log(TRPC_LOG_WARN, "creating %zu tasks at once: %s; one at a time instead", n,
+	         err.msg);
+	rv = db_is_connection_error(conn) ||
+	     process_msgs(e, conn, ENG_REQUESTS_QUEUE, msgs, n, on_task_request);
+out:
+	for (size_t i = 0; parsed != NULL && i < n; i++)
+		json_decref(parsed[i]);
+	for (size_t i = 0; strs != NULL && i < 2 * n; i++)
+		free(strs[i]);
+	free(items);
+	free(parsed);
+	free(strs);
+	free(ids);
+	mq_msgs_free(msgs, n);
+	return rv != 0 ? -1 : (int)n;
+}
+
+/* Runs consume(e, conn) on a pooled connection. */
+static int with_pooled(struct eng *e, const char *what, int (*consume)(struct eng *, PGconn *))
+{
+	struct tk_err err = {0};
+	PGconn *conn = db_acquire(e->pool, &err);
+	int n;
+
+	if (conn == NULL) {
+		trpc_log(TRPC_LOG_WARN, "%s: %s", what, err.msg);
+		return -1;
+	}
+	n = consume(e, conn);
+	db_release(e->pool, conn, n < 0 && db_is_connection_error(conn));
+	return n;
+}
+
+static void consume_loop(struct eng *e, int which, const char *queue,
+                         int (*consume)(struct eng *, PGconn *))
+{
+	unsigned seen;
 	int backoff = 100;
+
+	pthread_mutex_lock(&e->wake_mu);
+	seen = e->wake_seq[which];
+	pthread_mutex_unlock(&e->wake_mu);
 	while (!atomic_load(&e->stopping)) {
-		int n = consume_batch(e, ENG_RESULTS_QUEUE, on_step_result);
+		int n = with_pooled(e, queue, consume);
 		if (n < 0) {
-			sleep_or_wake(e, backoff);
+			sleep_ms(e, backoff);
 			backoff = backoff < 5000 ? backoff * 2 : 5000;
 			continue;
 		}
 		backoff = 100;
-		if (n == 0)
-			sleep_or_wake(e, e->cfg.poll_interval_ms);
+		if (n >= e->cfg.result_batch)
+			continue;
+		if (n == 0 && !sleep_for(e, e->cfg.poll_interval_ms, which, &seen))
+			continue; /* the poll interval passed */
+		sleep_ms(e, BATCH_WINDOW_MS);
 	}
+}
+
+static void *results_main(void *arg)
+{
+	consume_loop(arg, ENG_WAKE_RESULTS, ENG_RESULTS_QUEUE, consume_results);
 	return NULL;
 }
 
 static void *requests_main(void *arg)
 {
-	struct eng *e = arg;
-	while (!atomic_load(&e->stopping)) {
-		int n = consume_batch(e, ENG_REQUESTS_QUEUE, on_task_request);
-		if (n <= 0)
-			sleep_or_wake(e, n < 0 ? 2000 : e->cfg.poll_interval_ms);
-	}
+	consume_loop(arg, ENG_WAKE_REQUESTS, ENG_REQUESTS_QUEUE, consume_requests);
 	return NULL;
 }
 
@@ -647,9 +847,9 @@ static void *poller_main(void *arg)
 		int m = drive_listed(
 		    e, "SELECT task_uuid FROM tasker.get_tasks_needing_redrive($1::integer)", 1);
 		if (n < 0 || m < 0)
-			sleep_ms(e, 2000, 0);
+			sleep_ms(e, 2000);
 		else if (n < e->cfg.result_batch)
-			sleep_ms(e, e->cfg.poll_interval_ms, 0);
+			sleep_ms(e, e->cfg.poll_interval_ms);
 	}
 	return NULL;
 }
@@ -658,7 +858,7 @@ static void *staleness_main(void *arg)
 {
 	struct eng *e = arg;
 	while (!atomic_load(&e->stopping)) {
-		sleep_ms(e, e->cfg.staleness_interval_s * 1000, 0);
+		sleep_ms(e, e->cfg.staleness_interval_s * 1000);
 		if (atomic_load(&e->stopping))
 			break;
 		struct tk_err err = {0};
@@ -686,6 +886,19 @@ static void *staleness_main(void *arg)
 	return NULL;
 }
 
+/* Which consumers a notification is for: its payload names the queue
+ * (tasker.pgmq_notify_ready, migration 0004); when it does not, both. */
+static unsigned wake_mask(const char *payload)
+{
+	unsigned mask = 0;
+
+	if (payload != NULL && strstr(payload, ENG_RESULTS_QUEUE) != NULL)
+		mask |= 1u << ENG_WAKE_RESULTS;
+	if (payload != NULL && strstr(payload, ENG_REQUESTS_QUEUE) != NULL)
+		mask |= 1u << ENG_WAKE_REQUESTS;
+	return mask != 0 ? mask : (1u << ENG_WAKE_N) - 1;
+}
+
 /* LISTEN for orchestration queue notifications and wake the consumers; on
  * a lost connection the consumers keep polling meanwhile. */
 static void *listener_main(void *arg)
@@ -698,16 +911,16 @@ static void *listener_main(void *arg)
 		if (l == NULL) {
 			l = mq_listener_new(e->database_url, channels, 1, &err);
 			if (l == NULL) {
-				sleep_or_wake(e, 2000);
+				sleep_ms(e, 2000);
 				continue;
 			}
 		}
 		char ch[64];
 		char *payload = NULL;
 		int rv = mq_listener_wait(l, 500, ch, sizeof ch, &payload, &err);
-		free(payload);
 		if (rv > 0)
-			wake_all(e);
+			wake(e, wake_mask(payload));
+		free(payload);
 	}
 	mq_listener_free(l);
 	return NULL;
@@ -751,7 +964,7 @@ void eng_stop(struct eng *e)
 		return;
 	}
 	atomic_store(&e->stopping, 1);
-	wake_all(e);
+	wake(e, (1u << ENG_WAKE_N) - 1);
 	for (int i = 0; i < e->nthreads; i++)
 		pthread_join(e->threads[i], NULL);
 	e->nthreads = 0;

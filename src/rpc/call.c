@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,10 +13,15 @@
 #include "codec.h"
 #include "conn.h"
 #include "keepalive.h"
+#include "logging.h"
 #include "loop.h"
 #include "server.h"
 
 static void call_run(struct pool_task *t);
+
+/* The call whose handler callback runs on this thread (log context, trace
+ * propagation of client calls). */
+static __thread struct trpc_call *current_call;
 
 struct trpc_call *call_new(struct trpc_server *srv, struct conn *conn, int32_t stream_id)
 {
@@ -29,6 +35,10 @@ struct trpc_call *call_new(struct trpc_server *srv, struct conn *conn, int32_t s
 	c->conn = conn;
 	conn_ref(conn);
 	c->stream_id = stream_id;
+	/* Streams begin while their connection's bytes are read, which stamps
+	 * last_read: no clock read of our own. */
+	c->t_start = atomic_load_explicit(&conn->last_read, memory_order_relaxed);
+	c->midx = -1;
 	c->deadline = INT64_MAX;
 	c->req_encoding = CODEC_IDENTITY;
 	c->resp_encoding = CODEC_IDENTITY;
@@ -278,6 +288,8 @@ static void run_event(struct trpc_call *c, struct call_ev *e)
 static void call_run(struct pool_task *t)
 {
 	struct trpc_call *c = (struct trpc_call *)((char *)t - offsetof(struct trpc_call, task));
+	struct trpc_call *outer = current_call; /* a task run from inside a handler */
+	current_call = c;
 	for (;;) {
 		pthread_mutex_lock(&c->mu);
 		struct call_ev *e = c->ev_head;
@@ -296,6 +308,7 @@ static void call_run(struct pool_task *t)
 			e = next;
 		}
 	}
+	current_call = outer;
 	call_unref(c);
 }
 
@@ -338,6 +351,27 @@ int call_fail(struct trpc_call *c, int status, const char *msg, struct call_batc
 	return 1;
 }
 
+/* The stream is over (io thread): count the call, write its access line. */
+static void call_account(struct trpc_call *c)
+{
+	struct metrics_slab *slab = c->conn->loop->slab;
+	int access = c->srv->cfg.log_access;
+	int64_t duration;
+
+	metric_inc(&slab->counters[MC_STREAMS_CLOSED]);
+	if (c->midx < 0)
+		return; /* the request headers never completed */
+	/* The wake-up's clock is close enough for the histogram; an access
+	 * record, which costs a write anyway, gets the exact time. */
+	duration = (access ? now_ns() : loop_now(c->conn->loop)) - c->t_start;
+	if (duration < 0)
+		duration = 0;
+	/* finished is set: finish_status and finish_msg no longer change. */
+	metrics_call_done(slab, c->midx, c->finish_status, duration);
+	if (access)
+		log_access(c, c->finish_status, c->finish_msg, duration);
+}
+
 void call_stream_closed(struct trpc_call *c, int abnormal, struct call_batch *batch)
 {
 	c->io_closed = 1;
@@ -356,6 +390,7 @@ void call_stream_closed(struct trpc_call *c, int abnormal, struct call_batch *ba
 			call_post(c, CALL_EV_CANCEL, NULL, 0, batch);
 	}
 	keepalive_remove_deadline(c->srv->ka, c);
+	call_account(c);
 	call_unref(c); /* the stream's reference */
 }
 
@@ -610,6 +645,77 @@ const char *trpc_call_tls_peer_subject(const trpc_call *c)
 int64_t trpc_call_deadline(const trpc_call *c)
 {
 	return c->deadline;
+}
+
+/* ------------------------------------------------------------------ trace */
+
+/* Decides the call's trace from its request metadata (mu held). */
+static void make_trace(struct trpc_call *c)
+{
+	struct traceparent tp;
+	const char *v;
+	size_t len = 0;
+	int have_tp;
+
+	v = trpc_call_metadata(c, "traceparent", &len);
+	have_tp = v != NULL && trace_parse_traceparent(v, len, &tp) == 0;
+	if (have_tp) {
+		memcpy(c->trace_w3c, tp.trace_id, sizeof c->trace_w3c);
+		memcpy(c->trace_flags, tp.flags, sizeof c->trace_flags);
+	} else {
+		trace_random_hex(c->trace_w3c, TRACE_ID_HEX);
+		memcpy(c->trace_flags, "01", 3); /* we record it: sampled */
+	}
+	v = trpc_call_metadata(c, "x-trace-id", &len);
+	if (!have_tp && v != NULL && trace_valid_x_trace_id(v, len)) {
+		memcpy(c->trace_id, v, len);
+		c->trace_id[len] = '\0';
+		if (trace_is_w3c_id(v, len))
+			memcpy(c->trace_w3c, v, sizeof c->trace_w3c);
+	} else {
+		memcpy(c->trace_id, c->trace_w3c, sizeof c->trace_w3c);
+	}
+}
+
+const char *trpc_call_trace_id(const trpc_call *call)
+{
+	/* Const for the caller: the trace is made once, on first use, so that
+	 * calls nobody traces or logs never pay for an id. */
+	struct trpc_call *c = (struct trpc_call *)call;
+
+	if (c == NULL)
+		return NULL;
+	if (!atomic_load_explicit(&c->trace_ready, memory_order_acquire)) {
+		pthread_mutex_lock(&c->mu);
+		if (!atomic_load_explicit(&c->trace_ready, memory_order_relaxed)) {
+			make_trace(c);
+			atomic_store_explicit(&c->trace_ready, 1, memory_order_release);
+		}
+		pthread_mutex_unlock(&c->mu);
+	}
+	return c->trace_id;
+}
+
+void call_trace_outgoing(const struct trpc_call *c, char *traceparent, const char **trace_id)
+{
+	char span[TRACE_SPAN_HEX + 1];
+
+	*trace_id = trpc_call_trace_id(c);
+	trace_random_hex(span, TRACE_SPAN_HEX);
+	snprintf(traceparent, TRACEPARENT_LEN + 1, "00-%s-%s-%s", c->trace_w3c, span,
+	         c->trace_flags);
+}
+
+trpc_call *trpc_call_current(void)
+{
+	return current_call;
+}
+
+trpc_call *trpc_call_set_current(trpc_call *call)
+{
+	struct trpc_call *prev = current_call;
+	current_call = call;
+	return prev;
 }
 
 int trpc_call_is_cancelled(const trpc_call *c)

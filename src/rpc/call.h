@@ -21,6 +21,7 @@
 #include "codec.h"
 #include "pool.h"
 #include "tasker/rpc.h"
+#include "trace.h"
 
 struct conn;
 struct method_entry;
@@ -118,6 +119,16 @@ struct trpc_call {
 	atomic_int dirty; /* on its loop's dirty list */
 	size_t heap_idx;  /* deadline heap slot + 1; 0 when not in the heap */
 
+	/* ---- metrics and access log (io) ---- */
+	int64_t t_start; /* CLOCK_MONOTONIC ns when the stream began */
+	int midx;        /* metrics slot, set with the request headers; -1 before */
+
+	/* ---- trace: made on first use under mu, read-only once trace_ready ---- */
+	atomic_int trace_ready;
+	char trace_id[TRACE_XID_MAX + 1]; /* what logs show: traceparent's, x-trace-id, or new */
+	char trace_w3c[TRACE_ID_HEX + 1]; /* the W3C trace-id propagated in traceparent */
+	char trace_flags[3];
+
 	/* ---- handler ---- */
 	struct arena arena;
 	void *user;
@@ -155,5 +166,9 @@ void call_stream_closed(struct trpc_call *c, int abnormal, struct call_batch *ba
 
 void call_ref(struct trpc_call *c);
 void call_unref(struct trpc_call *c);
+
+/* For a client call made in c's context: a traceparent with c's trace and a
+ * new span id (TRACEPARENT_LEN + 1 bytes) and the x-trace-id to send. */
+void call_trace_outgoing(const struct trpc_call *c, char *traceparent, const char **trace_id);
 
 #endif

@@ -20,6 +20,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "call.h"
 #include "client.h"
 #include "server.h"
 #include "tls.h"
@@ -1124,6 +1125,34 @@ static int queue_message(struct trpc_ccall *call, const ProtobufCMessage *msg, i
 	return 0;
 }
 
+static int has_md(const struct trpc_call_options *opts, const char *key)
+{
+	for (size_t i = 0; opts != NULL && i < opts->n_metadata; i++)
+		if (opts->metadata[i].key != NULL && strcmp(opts->metadata[i].key, key) == 0)
+			return 1;
+	return 0;
+}
+
+/* A call started from a handler continues the handler's trace unless the
+ * caller gave its own trace context (options or metadata). 0 or -1 (out of
+ * memory). */
+static int inherit_trace(struct trpc_ccall *call, const struct trpc_call_options *opts)
+{
+	const struct trpc_call *cur = trpc_call_current();
+	char traceparent[TRACEPARENT_LEN + 1];
+	const char *trace_id;
+
+	if (cur == NULL || call->traceparent != NULL || has_md(opts, "traceparent"))
+		return 0;
+	call_trace_outgoing(cur, traceparent, &trace_id);
+	if ((call->traceparent = strdup(traceparent)) == NULL)
+		return -1;
+	if (call->trace_id == NULL && !has_md(opts, "x-trace-id") &&
+	    (call->trace_id = strdup(trace_id)) == NULL)
+		return -1;
+	return 0;
+}
+
 static int valid_key(const char *k)
 {
 	if (k == NULL || *k == '\0' || *k == ':')
@@ -1204,6 +1233,8 @@ trpc_ccall *trpc_ccall_start(trpc_channel *ch, const char *method,
 			}
 		}
 	}
+	if (inherit_trace(call, opts) != 0)
+		goto nomem;
 	if (first != NULL) {
 		int err = 0;
 		call->first = frame_message(first, call->req_encoding, &call->first_len, &err);

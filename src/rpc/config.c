@@ -59,6 +59,8 @@ struct cfg_row {
 /* Indexed by enum trpc_client_auth. */
 static const char *const client_auth_names[] = {"none", "optional", "require", NULL};
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
+/* Indexed by enum trpc_log_format. */
+static const char *const log_format_names[] = {"text", "json", NULL};
 
 #define OFF(field) offsetof(struct trpc_server_config, field)
 
@@ -133,6 +135,19 @@ static const struct cfg_row rows[] = {
 	 OFF(max_connection_age_grace_ms),     0,     INT_MAX,  NULL},
 	{"keepalive", "handshake_timeout",        CFG_DURATION, "10s",
 	 OFF(handshake_timeout_ms),            1,     INT_MAX,  NULL},
+
+	/* log.level is server.log_level under the name of its section. */
+	{"log",       "level",                    CFG_STRING,   "info",
+	 OFF(log_level),                       0,     0,        log_level_names},
+	{"log",       "format",                   CFG_ENUM,     "text",
+	 OFF(log_format),                      0,     0,        log_format_names},
+	{"log",       "file",                     CFG_STRING,   NULL,
+	 OFF(log_file),                        0,     0,        NULL},
+	{"log",       "access_log",               CFG_BOOL,     "false",
+	 OFF(log_access),                      0,     1,        NULL},
+
+	{"metrics",   "listen",                   CFG_STRING,   NULL,
+	 OFF(metrics_listen),                  0,     0,        NULL},
 };
 /* clang-format on */
 
@@ -772,9 +787,14 @@ void trpc_server_config_clear(struct trpc_server_config *cfg)
 {
 	if (cfg == NULL)
 		return;
-	for (size_t i = 0; i < N_ROWS; i++)
-		if (rows[i].type == CFG_STRING)
-			free(*string_field(cfg, &rows[i]));
+	for (size_t i = 0; i < N_ROWS; i++) {
+		char **field;
+		if (rows[i].type != CFG_STRING)
+			continue;
+		field = string_field(cfg, &rows[i]);
+		free(*field);
+		*field = NULL; /* two rows may name one field (log.level) */
+	}
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -797,6 +817,15 @@ int trpc_server_config_set(struct trpc_server_config *cfg, const char *section, 
 	if (rc != 0 && why != NULL)
 		*why = why_buf;
 	return rc;
+}
+
+int trpc_server_config_key(size_t i, const char **section, const char **key)
+{
+	if (i >= N_ROWS)
+		return TRPC_ERR_NOT_FOUND;
+	*section = rows[i].section;
+	*key = rows[i].key;
+	return 0;
 }
 
 /*

@@ -180,6 +180,11 @@ void conn_close(struct conn *c, const char *why)
 		return;
 	struct loop *l = c->loop;
 	trpc_log(TRPC_LOG_DEBUG, "closing %s: %s", c->peer, why ? why : "done");
+	if (c->state == CONN_TLS_HANDSHAKE) {
+		/* Failed, timed out, or the peer gave up: all end here. */
+		metric_inc(&l->slab->counters[MC_TLS_HANDSHAKES]);
+		metric_inc(&l->slab->counters[MC_TLS_FAILURES]);
+	}
 	c->state = CONN_CLOSED;
 	epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	if (c->ssl != NULL) {
@@ -240,6 +245,7 @@ static int tls_handshake(struct conn *c)
 	if (start_session(c) != 0)
 		return -1;
 	c->state = CONN_PREFACE;
+	metric_inc(&c->loop->slab->counters[MC_TLS_HANDSHAKES]);
 	return 1;
 }
 
@@ -282,6 +288,7 @@ void conn_on_readable(struct conn *c)
 		if (rv < 0) {
 			trpc_log(TRPC_LOG_INFO, "HTTP/2 error from %s: %s", c->peer,
 			         nghttp2_strerror((int)rv));
+			metric_inc(&l->slab->counters[MC_GOAWAY + GOAWAY_PROTOCOL_ERROR]);
 			/* nghttp2 has queued a GOAWAY where the protocol asks for
 			 * one: flush it, then close. */
 			c->close_after_flush = 1;
@@ -486,6 +493,7 @@ static ssize_t data_read(nghttp2_session *session, int32_t stream_id, uint8_t *b
 		copied += take;
 		call->out_off += take;
 		if (call->out_off == m->len) {
+			metric_inc(&call->conn->loop->slab->methods[call->midx].msg_sent);
 			call->out_head = m->next;
 			if (call->out_head == NULL)
 				call->out_tail = NULL;
@@ -607,6 +615,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
 	c->calls = call;
 	atomic_fetch_add(&c->nstreams, 1);
 	atomic_store(&c->idle_since, 0);
+	metric_inc(&c->loop->slab->counters[MC_STREAMS_OPENED]);
 	return 0;
 }
 
@@ -720,6 +729,9 @@ static void on_request_headers(struct conn *c, struct trpc_call *call)
 {
 	struct trpc_server *srv = c->loop->srv;
 	char *msg;
+	call->midx =
+	    call->method != NULL ? call->method->midx : metrics_unknown_slot(&srv->metrics);
+	metric_inc(&c->loop->slab->methods[call->midx].started);
 	if (call->reject_http == 0) {
 		if (!call->method_ok)
 			reject(call, 405, TRPC_STATUS_INTERNAL, "gRPC requires the POST method");
@@ -804,6 +816,7 @@ static int on_message(void *ud, int compressed, uint8_t *payload, size_t len)
 		len = plen;
 	}
 	call->nmsgs++;
+	metric_inc(&c->loop->slab->methods[call->midx].msg_recv);
 	if (call->method->m->handler != NULL) {
 		if (call->nmsgs > 1) {
 			free(payload);
@@ -910,6 +923,8 @@ static void on_ping(struct conn *c, const nghttp2_frame *frame)
 	c->last_ping_recv = now;
 	if (c->ping_strikes > srv->cfg.max_ping_strikes) {
 		trpc_log(TRPC_LOG_INFO, "%s sent too many pings: GOAWAY", c->peer);
+		if (!c->close_after_flush)
+			metric_inc(&c->loop->slab->counters[MC_GOAWAY + GOAWAY_TOO_MANY_PINGS]);
 		conn_goaway(c, NGHTTP2_ENHANCE_YOUR_CALM, "too_many_pings", 0);
 	}
 }

@@ -31,6 +31,7 @@ struct keepalive {
 	struct trpc_call **heap;
 	size_t len, cap;
 	int64_t scan_ns;
+	struct metrics_slab *slab; /* this thread's counters */
 };
 
 /* ------------------------------------------------------------------ heap */
@@ -127,10 +128,15 @@ void keepalive_remove_deadline(struct keepalive *k, struct trpc_call *c)
 
 /* ------------------------------------------------------------------ scan */
 
-static void post_once(struct conn *c, int flag, int type, uint32_t code, const char *text)
+/* Posts a command once per connection; a GOAWAY or close is counted under
+ * `reason` (enum metrics_goaway; -1 for none). */
+static void post_once(struct keepalive *k, struct conn *c, int flag, int type, uint32_t code,
+                      const char *text, int reason)
 {
 	if (atomic_fetch_or(&c->ka_flags, flag) & flag)
 		return;
+	if (reason >= 0)
+		metric_inc(&k->slab->counters[MC_GOAWAY + reason]);
 	loop_post(c->loop, type, c, code, text);
 }
 
@@ -140,28 +146,30 @@ static void check_conn(struct keepalive *k, struct conn *c, int64_t now)
 	const int64_t ms = 1000000;
 	if (!atomic_load(&c->handshaken)) {
 		if (now - c->created > cfg->handshake_timeout_ms * ms)
-			post_once(c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_SETTINGS_TIMEOUT,
-			          "connection preface/SETTINGS timeout");
+			post_once(k, c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_SETTINGS_TIMEOUT,
+			          "connection preface/SETTINGS timeout", GOAWAY_HANDSHAKE_TIMEOUT);
 		return;
 	}
 	int64_t ping = atomic_load(&c->ping_sent);
 	if (cfg->keepalive_time_ms > 0 && ping == 0 &&
 	    now - atomic_load(&c->last_read) > cfg->keepalive_time_ms * ms)
-		post_once(c, KA_PING_POSTED, LOOP_CMD_PING, 0, NULL);
+		post_once(k, c, KA_PING_POSTED, LOOP_CMD_PING, 0, NULL, -1);
 	if (ping != 0 && now - ping > cfg->keepalive_timeout_ms * ms)
-		post_once(c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_NO_ERROR,
-		          "keepalive ping not acknowledged");
+		post_once(k, c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_NO_ERROR,
+		          "keepalive ping not acknowledged", GOAWAY_PING_TIMEOUT);
 	int64_t idle = atomic_load(&c->idle_since);
 	if (cfg->max_connection_idle_ms > 0 && idle != 0 && atomic_load(&c->nstreams) == 0 &&
 	    now - idle > cfg->max_connection_idle_ms * ms)
-		post_once(c, KA_GOAWAY_POSTED, LOOP_CMD_GOAWAY, NGHTTP2_NO_ERROR, "max_idle");
+		post_once(k, c, KA_GOAWAY_POSTED, LOOP_CMD_GOAWAY, NGHTTP2_NO_ERROR, "max_idle",
+		          GOAWAY_IDLE);
 	if (cfg->max_connection_age_ms > 0 && now - c->created > cfg->max_connection_age_ms * ms)
-		post_once(c, KA_GOAWAY_POSTED, LOOP_CMD_GOAWAY, NGHTTP2_NO_ERROR, "max_age");
+		post_once(k, c, KA_GOAWAY_POSTED, LOOP_CMD_GOAWAY, NGHTTP2_NO_ERROR, "max_age",
+		          GOAWAY_MAX_AGE);
 	int64_t goaway = atomic_load(&c->goaway_at);
 	if (cfg->max_connection_age_ms > 0 && cfg->max_connection_age_grace_ms > 0 && goaway != 0 &&
 	    now - goaway > cfg->max_connection_age_grace_ms * ms)
-		post_once(c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_NO_ERROR,
-		          "max_age grace period over");
+		post_once(k, c, KA_CLOSE_POSTED, LOOP_CMD_CLOSE, NGHTTP2_NO_ERROR,
+		          "max_age grace period over", GOAWAY_MAX_AGE_GRACE);
 }
 
 static void scan(struct keepalive *k, int64_t now)
@@ -254,6 +262,7 @@ struct keepalive *keepalive_new(struct trpc_server *srv, const char **why)
 		return NULL;
 	}
 	k->srv = srv;
+	k->slab = srv->metrics.slabs[srv->cfg.io_threads];
 	pthread_mutex_init(&k->mu, NULL);
 	pthread_condattr_t attr;
 	pthread_condattr_init(&attr);

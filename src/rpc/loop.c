@@ -30,6 +30,13 @@ struct lsock {
 
 static __thread struct loop *current_loop;
 
+int64_t loop_now(struct loop *l)
+{
+	if (l->now == 0)
+		l->now = now_ns();
+	return l->now;
+}
+
 int loop_on_io_thread(void)
 {
 	return current_loop != NULL;
@@ -44,6 +51,7 @@ struct loop *loop_new(struct trpc_server *srv, int index, const char **why)
 	}
 	l->srv = srv;
 	l->index = index;
+	l->slab = srv->metrics.slabs[index];
 	l->rbuf_size = 64 * 1024;
 	l->rbuf = malloc(l->rbuf_size);
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -247,6 +255,8 @@ static void for_each_conn(struct loop *l, void (*fn)(struct conn *c, void *arg),
 static void cmd_drain(struct conn *c, void *arg)
 {
 	(void)arg;
+	if (c->state != CONN_CLOSED && !c->goaway_sent)
+		metric_inc(&c->loop->slab->counters[MC_GOAWAY + GOAWAY_SHUTDOWN]);
 	conn_goaway(c, NGHTTP2_NO_ERROR, "server shutting down", 1);
 }
 
@@ -376,6 +386,7 @@ static void *loop_main(void *arg)
 			trpc_log(TRPC_LOG_ERROR, "epoll_wait: %s", strerror(errno));
 			break;
 		}
+		l->now = 0; /* loop_now() reads the clock again */
 		int woken = 0;
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
@@ -399,6 +410,7 @@ static void *loop_main(void *arg)
 		(void)woken;
 		stop = drain_queues(l);
 		push_batch(l);
+		l->now = 0; /* most streams end while flushing (trailers) */
 		flush_all(l);
 		/* Flushing may have completed work that queued more (closing
 		 * a connection cancels calls). */

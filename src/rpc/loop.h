@@ -14,6 +14,7 @@
 #include "call.h"
 
 struct conn;
+struct metrics_slab;
 struct trpc_server;
 
 enum loop_cmd_type {
@@ -54,6 +55,8 @@ struct loop {
 	size_t nconns;
 
 	/* io-thread only */
+	struct metrics_slab *slab; /* this thread's counters (metrics.h) */
+	int64_t now;               /* loop_now()'s cache; 0: not read in this part of the wake-up */
 	int paused;
 	int draining;
 	struct conn *flush_head; /* connections to flush at the end of this wake-up */
@@ -75,6 +78,9 @@ void loop_post(struct loop *l, int type, struct conn *conn, uint32_t error_code,
 void loop_push_dirty(struct loop *l, struct trpc_call *c);
 /* Marks a connection for flushing at the end of the current wake-up. */
 void loop_want_flush(struct loop *l, struct conn *conn);
+/* CLOCK_MONOTONIC ns, read at most once per part of a wake-up (events,
+ * flush) however many calls end in it (io thread). */
+int64_t loop_now(struct loop *l);
 /* 1 on an I/O thread (where waiting is never allowed). */
 int loop_on_io_thread(void);
 void loop_join(struct loop *l);

@@ -148,6 +148,14 @@ size_t pool_high_watermark(struct pool *p)
 	return p->high;
 }
 
+int pool_busy(struct pool *p)
+{
+	pthread_mutex_lock(&p->mu);
+	int busy = p->nthreads - p->idle;
+	pthread_mutex_unlock(&p->mu);
+	return busy;
+}
+
 int pool_overloaded(struct pool *p)
 {
 	return atomic_load(&p->overloaded);
@@ -161,7 +169,9 @@ void pool_stop(struct pool *p)
 	pthread_mutex_unlock(&p->mu);
 	for (int i = 0; i < p->nthreads; i++)
 		pthread_join(p->threads[i], NULL);
+	pthread_mutex_lock(&p->mu); /* pool_busy reads it from a metrics scrape */
 	p->nthreads = 0;
+	pthread_mutex_unlock(&p->mu);
 }
 
 void pool_free(struct pool *p)

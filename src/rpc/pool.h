@@ -34,6 +34,8 @@ int pool_overloaded(struct pool *p);
 /* The depth without taking the lock (may be slightly stale). */
 size_t pool_depth_hint(struct pool *p);
 size_t pool_high_watermark(struct pool *p);
+/* Threads not waiting for work (running a task or about to), for metrics. */
+int pool_busy(struct pool *p);
 
 /* 1 on one of this process's pool threads. */
 int pool_on_worker(void);

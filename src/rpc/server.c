@@ -124,6 +124,10 @@ int trpc_server_add_service(trpc_server *srv, const struct trpc_service *svc)
 	}
 	for (size_t i = 0; i < svc->n_methods; i++) {
 		struct method_entry e = {.m = &svc->methods[i], .svc = svc};
+		e.midx = metrics_add_method(&srv->metrics, svc->name, svc->methods[i].name,
+		                            svc->methods[i].kind);
+		if (e.midx < 0)
+			return e.midx;
 		size_t len = strlen(svc->name) + strlen(svc->methods[i].name) + 3;
 		e.path = malloc(len);
 		if (e.path == NULL)
@@ -198,6 +202,8 @@ static void copy_config(struct trpc_server_config *dst, const struct trpc_server
 	dst->tls_key_file = dup_or_null(src->tls_key_file);
 	dst->tls_client_ca_file = dup_or_null(src->tls_client_ca_file);
 	dst->log_level = dup_or_null(src->log_level);
+	dst->log_file = dup_or_null(src->log_file);
+	dst->metrics_listen = dup_or_null(src->metrics_listen);
 }
 
 static int online_cpus(void)
@@ -214,15 +220,14 @@ trpc_server *trpc_server_new(const struct trpc_server_config *cfg, const char **
 		return NULL;
 	}
 	copy_config(&srv->cfg, cfg);
+	metrics_init(&srv->metrics);
 	if (srv->cfg.io_threads <= 0)
 		srv->cfg.io_threads = online_cpus();
 	if (srv->cfg.workers <= 0)
 		srv->cfg.workers = online_cpus();
-	if (srv->cfg.log_level != NULL) {
-		static const char *levels[] = {"error", "warn", "info", "debug"};
-		for (int i = 0; i < 4; i++)
-			if (strcmp(srv->cfg.log_level, levels[i]) == 0)
-				trpc_log_set_level(i);
+	if (trpc_log_configure(&srv->cfg, why) != 0) {
+		trpc_server_free(srv);
+		return NULL;
 	}
 	if (srv->cfg.tls_listen != NULL && *srv->cfg.tls_listen) {
 		srv->ssl_ctx = tls_server_ctx_new(&srv->cfg, why);
@@ -382,6 +387,11 @@ int trpc_server_start(trpc_server *srv, const char **why)
 	int rv = TRPC_ERR_SYSTEM;
 
 	const struct trpc_server_config *cfg = &srv->cfg;
+	if ((rv = metrics_start(&srv->metrics, (size_t)cfg->io_threads + 1)) != 0) {
+		*why = "out of memory";
+		goto out;
+	}
+	rv = TRPC_ERR_SYSTEM;
 	srv->ka = keepalive_new(srv, why);
 	if (srv->ka == NULL)
 		goto out;
@@ -481,16 +491,34 @@ void trpc_server_shutdown(trpc_server *srv)
 	trpc_log(TRPC_LOG_INFO, "stopped");
 }
 
+void trpc_server_set_on_reload(trpc_server *srv, trpc_reload_fn fn, void *ud)
+{
+	srv->on_reload = fn;
+	srv->on_reload_ud = ud;
+}
+
 int trpc_server_run_until_signal(trpc_server *srv)
 {
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	int sig = 0;
-	if (sigwait(&set, &sig) != 0)
-		return TRPC_ERR_SYSTEM;
+	for (;;) {
+		if (sigwait(&set, &sig) != 0)
+			return TRPC_ERR_SYSTEM;
+		if (sig != SIGHUP)
+			break;
+		/* Reopen first: whatever the hook logs goes to the new file. */
+		int rc = trpc_log_reopen();
+		trpc_log(rc == 0 ? TRPC_LOG_INFO : TRPC_LOG_ERROR, "received SIGHUP: %s",
+		         rc == 0 ? "log reopened"
+		                 : "cannot reopen the log file; still using the old one");
+		if (srv->on_reload != NULL)
+			srv->on_reload(srv, srv->on_reload_ud);
+	}
 	trpc_log(TRPC_LOG_INFO, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
 	trpc_server_shutdown(srv);
 	return 0;
@@ -507,6 +535,9 @@ void trpc_server_free(trpc_server *srv)
 		loop_free(srv->loops[i]);
 	free(srv->loops);
 	keepalive_free(srv->ka);
+	/* A start that failed after pool_new left the workers running. */
+	if (srv->pool != NULL)
+		pool_stop(srv->pool);
 	pool_free(srv->pool);
 	for (size_t i = 0; i < srv->nlisteners; i++) {
 		for (int j = 0; j < srv->listeners[i].nfds; j++)
@@ -521,6 +552,7 @@ void trpc_server_free(trpc_server *srv)
 	free(srv->services);
 	if (srv->ssl_ctx != NULL)
 		SSL_CTX_free(srv->ssl_ctx);
+	metrics_clear(&srv->metrics);
 	trpc_server_config_clear(&srv->cfg);
 	free(srv);
 }

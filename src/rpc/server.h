@@ -12,6 +12,7 @@
 
 #include <openssl/ssl.h>
 
+#include "metrics.h"
 #include "tasker/rpc.h"
 
 struct loop;
@@ -23,6 +24,7 @@ struct method_entry {
 	size_t path_len;
 	const struct trpc_method *m;
 	const struct trpc_service *svc;
+	int midx; /* the method's metrics slot */
 };
 
 struct listener_set {
@@ -66,6 +68,10 @@ struct trpc_server {
 
 	struct free_hook *free_hooks;
 	struct free_hook *shutdown_hooks;
+
+	struct metrics_reg metrics; /* slabs: one per I/O thread, then the keepalive's */
+	trpc_reload_fn on_reload;
+	void *on_reload_ud;
 };
 
 /* Finds the method for a :path, or NULL. Safe from any thread after start. */

@@ -13,6 +13,8 @@
 struct eng;
 struct wk_worker;
 struct wk_registry;
+struct svc_backpressure;
+struct wsvc;
 
 /* Settings the safe-config answers show (tasker-api.md §7): never a URL,
  * a key, a path to a key or a key's permissions. */
@@ -39,6 +41,12 @@ struct svc_env {
 	long backpressure_critical_depth; /* default 5000: CreateTask refused */
 	long backpressure_overflow_depth; /* default 10000 */
 	int backpressure_retry_after_s;   /* gRPC retry-after; default 5 */
+	/* The cached queue depth behind those tiers (services/backpressure.h);
+	 * NULL: no backpressure check. */
+	struct svc_backpressure *backpressure;
+	/* tasker-worker: what the Worker* services read (services/worker/wsvc.h);
+	 * NULL in taskerd. */
+	struct wsvc *wsvc;
 };
 
 #endif

@@ -4,6 +4,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -82,6 +83,90 @@ static PGresult *q_exec(PGconn *conn, const char *stmt, const char *sql, int npa
 	return NULL;
 }
 
+/* ------------------------------------------------------------------ statements of one queue */
+
+char *mq_queue_sql(const char *tmpl, const char *queue)
+{
+	size_t qlen, len = 0, cap;
+	char *out;
+
+	if (!mq_name_valid(queue))
+		return NULL;
+	qlen = strlen(queue);
+	cap = strlen(tmpl) + 1;
+	for (const char *p = strstr(tmpl, "{"); p != NULL; p = strstr(p + 1, "{"))
+		cap += qlen + 8; /* "{q}" -> "pgmq.q_" + queue */
+	if ((out = malloc(cap)) == NULL)
+		return NULL;
+	for (const char *p = tmpl; *p != '\0';) {
+		if ((p[0] == '{' && (p[1] == 'q' || p[1] == 'a') && p[2] == '}')) {
+			len += (size_t)snprintf(out + len, cap - len, "pgmq.%c_", p[1]);
+			for (size_t i = 0; i < qlen; i++)
+				out[len++] = (char)tolower((unsigned char)queue[i]);
+			p += 3;
+		} else {
+			out[len++] = *p++;
+		}
+	}
+	out[len] = '\0';
+	return out;
+}
+
+int mq_queue_stmt(char *buf, size_t size, const char *op, const char *queue)
+{
+	int n;
+
+	if (!mq_name_valid(queue) || size == 0)
+		return TRPC_ERR_INVALID;
+	n = snprintf(buf, size, "%s:%s", op, queue);
+	if (n < 0 || (size_t)n >= size || n > 63) /* NAMEDATALEN - 1 */
+		return TRPC_ERR_INVALID;
+	for (char *p = buf + strlen(op) + 1; *p != '\0'; p++)
+		*p = (char)tolower((unsigned char)*p);
+	return 0;
+}
+
+char *mq_ids_literal(const int64_t *ids, size_t n)
+{
+	size_t cap = n * 21 + 3, len = 0;
+	char *out = malloc(cap);
+
+	if (out == NULL)
+		return NULL;
+	out[len++] = '{';
+	for (size_t i = 0; i < n; i++)
+		len +=
+		    (size_t)snprintf(out + len, cap - len, "%s%" PRId64, i > 0 ? "," : "", ids[i]);
+	out[len++] = '}';
+	out[len] = '\0';
+	return out;
+}
+
+/*
+ * q_exec() of a statement about one queue: tmpl as mq_queue_sql() expands
+ * it, prepared under "<op>:<queue>".
+ */
+static PGresult *q_exec_queue(PGconn *conn, const char *op, const char *tmpl, int nparams,
+                              const char *const *params, const char *queue, int *rc,
+                              struct tk_err *err)
+{
+	char name[64];
+	char *sql;
+	PGresult *res;
+
+	if (mq_queue_stmt(name, sizeof name, op, queue) != 0) {
+		*rc = bad_name(queue, err);
+		return NULL;
+	}
+	if ((sql = mq_queue_sql(tmpl, queue)) == NULL) {
+		*rc = tk_err_set(err, TRPC_ERR_NOMEM, "queue %s: out of memory", queue);
+		return NULL;
+	}
+	res = q_exec(conn, name, sql, nparams, params, queue, rc, err);
+	free(sql);
+	return res;
+}
+
 int mq_create(PGconn *conn, const char *queue, struct tk_err *err)
 {
 	const char *const params[] = {queue};
@@ -151,7 +236,7 @@ int mq_read(PGconn *conn, const char *queue, int vt_s, int qty, struct mq_msg **
             struct tk_err *err)
 {
 	char vt[16], count[16];
-	const char *const params[] = {queue, vt, count};
+	const char *const params[] = {vt, count};
 	struct mq_msg *out = NULL;
 	PGresult *res;
 	int rc, rows;
@@ -164,10 +249,15 @@ int mq_read(PGconn *conn, const char *queue, int vt_s, int qty, struct mq_msg **
 		return 0;
 	snprintf(vt, sizeof vt, "%d", vt_s > 0 ? vt_s : 0);
 	snprintf(count, sizeof count, "%d", qty);
-	res = q_exec(conn, "tk_mq_read",
-	             "SELECT " MSG_COLUMNS
-	             " FROM pgmq.read($1::text, $2::integer, $3::integer) ORDER BY msg_id",
-	             3, params, queue, &rc, err);
+	/* pgmq.read() as a static statement */
+	res = q_exec_queue(conn, "mq_read",
+	                   "WITH c AS (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() "
+	                   "ORDER BY msg_id LIMIT $2::integer FOR UPDATE SKIP LOCKED), "
+	                   "m AS (UPDATE {q} m SET vt = clock_timestamp() + "
+	                   "make_interval(secs => $1::integer), read_ct = m.read_ct + 1 FROM c "
+	                   "WHERE m.msg_id = c.msg_id RETURNING m.*) "
+	                   "SELECT " MSG_COLUMNS " FROM m ORDER BY msg_id",
+	                   2, params, queue, &rc, err);
 	if (res == NULL)
 		return rc;
 	rows = PQntuples(res);
@@ -198,7 +288,7 @@ int mq_claim(PGconn *conn, const char *queue, int64_t msg_id, int vt_s, struct m
              struct tk_err *err)
 {
 	char id[24], vt[16];
-	const char *const params[] = {queue, id, vt};
+	const char *const params[] = {id, vt};
 	PGresult *res;
 	int rc;
 
@@ -207,10 +297,15 @@ int mq_claim(PGconn *conn, const char *queue, int64_t msg_id, int vt_s, struct m
 		return bad_name(queue, err);
 	snprintf(id, sizeof id, "%" PRId64, msg_id);
 	snprintf(vt, sizeof vt, "%d", vt_s > 0 ? vt_s : 0);
-	res = q_exec(conn, "tk_mq_claim",
-	             "SELECT " MSG_COLUMNS " FROM tasker.pgmq_read_specific_message($1::text, "
-	             "$2::bigint, $3::integer)",
-	             3, params, queue, &rc, err);
+	/* tasker.pgmq_read_specific_message() as a static statement */
+	res = q_exec_queue(conn, "mq_claim",
+	                   "WITH c AS (SELECT msg_id FROM {q} WHERE msg_id = $1::bigint "
+	                   "AND vt <= clock_timestamp() FOR UPDATE SKIP LOCKED), "
+	                   "m AS (UPDATE {q} m SET vt = clock_timestamp() + "
+	                   "make_interval(secs => $2::integer), read_ct = m.read_ct + 1 FROM c "
+	                   "WHERE m.msg_id = c.msg_id RETURNING m.*) "
+	                   "SELECT " MSG_COLUMNS " FROM m",
+	                   2, params, queue, &rc, err);
 	if (res == NULL)
 		return rc;
 	if (PQntuples(res) == 0)
@@ -223,20 +318,20 @@ int mq_claim(PGconn *conn, const char *queue, int64_t msg_id, int vt_s, struct m
 	return rc;
 }
 
-/* Runs a statement on one message whose single boolean (or row count)
- * says whether the message was there. */
+/* Runs a statement about one message of a queue (mq_queue_sql() template,
+ * $1 the message id) that returns a row when the message was there. */
 static int one_msg_op(PGconn *conn, const char *stmt, const char *sql, const char *queue,
                       int64_t msg_id, const char *arg, struct tk_err *err)
 {
 	char id[24];
-	const char *const params[] = {queue, id, arg};
+	const char *const params[] = {id, arg};
 	PGresult *res;
 	int rc, found;
 
 	if (!mq_name_valid(queue))
 		return bad_name(queue, err);
 	snprintf(id, sizeof id, "%" PRId64, msg_id);
-	res = q_exec(conn, stmt, sql, arg != NULL ? 3 : 2, params, queue, &rc, err);
+	res = q_exec_queue(conn, stmt, sql, arg != NULL ? 2 : 1, params, queue, &rc, err);
 	if (res == NULL)
 		return rc;
 	found = PQntuples(res) > 0 && strcmp(PQgetvalue(res, 0, 0), "f") != 0;
@@ -249,13 +344,19 @@ static int one_msg_op(PGconn *conn, const char *stmt, const char *sql, const cha
 
 int mq_archive(PGconn *conn, const char *queue, int64_t msg_id, struct tk_err *err)
 {
-	return one_msg_op(conn, "tk_mq_archive", "SELECT pgmq.archive($1::text, $2::bigint)", queue,
-	                  msg_id, NULL, err);
+	return one_msg_op(conn, "mq_archive",
+	                  "WITH m AS (DELETE FROM {q} WHERE msg_id = $1::bigint "
+	                  "RETURNING msg_id, read_ct, enqueued_at, vt, message, headers) "
+	                  "INSERT INTO {a} (msg_id, read_ct, enqueued_at, vt, message, headers) "
+	                  "SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM m "
+	                  "RETURNING msg_id",
+	                  queue, msg_id, NULL, err);
 }
 
 int mq_delete(PGconn *conn, const char *queue, int64_t msg_id, struct tk_err *err)
 {
-	return one_msg_op(conn, "tk_mq_delete", "SELECT pgmq.delete($1::text, $2::bigint)", queue,
+	return one_msg_op(conn, "mq_delete",
+	                  "DELETE FROM {q} WHERE msg_id = $1::bigint RETURNING msg_id", queue,
 	                  msg_id, NULL, err);
 }
 
@@ -264,9 +365,11 @@ int mq_set_vt(PGconn *conn, const char *queue, int64_t msg_id, int vt_s, struct 
 	char vt[16];
 
 	snprintf(vt, sizeof vt, "%d", vt_s > 0 ? vt_s : 0);
-	return one_msg_op(conn, "tk_mq_set_vt",
-	                  "SELECT msg_id FROM pgmq.set_vt($1::text, $2::bigint, $3::integer)",
-	                  queue, msg_id, vt, err);
+	return one_msg_op(
+	    conn, "mq_set_vt",
+	    "UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => $2::integer) "
+	    "WHERE msg_id = $1::bigint RETURNING msg_id",
+	    queue, msg_id, vt, err);
 }
 
 static int64_t int_or(const PGresult *res, int col, int64_t dflt)

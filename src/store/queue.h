@@ -91,6 +91,35 @@ int mq_set_vt(PGconn *conn, const char *queue, int64_t msg_id, int vt_s, struct 
 /* Fills *out. Returns 0, or as mq_send(). */
 int mq_metrics(PGconn *conn, const char *queue, struct mq_metrics *out, struct tk_err *err);
 
+/* ------------------------------------------------------------------ statements of one queue */
+
+/*
+ * mq_read(), mq_claim(), mq_archive(), mq_delete() and mq_set_vt() run
+ * statements that name the queue's tables, prepared once per pooled
+ * connection and queue, instead of the pgmq.* functions, whose dynamic SQL
+ * is parsed and planned at every call. Callers with statements of their
+ * own about a queue build them the same way:
+ */
+
+/*
+ * Returns tmpl with every "{q}" replaced by the queue's table
+ * (pgmq.q_<queue in lower case>) and every "{a}" by its archive
+ * (pgmq.a_<queue>), in a malloc'd string; NULL when the queue name is not
+ * valid or out of memory.
+ */
+char *mq_queue_sql(const char *tmpl, const char *queue);
+
+/*
+ * Writes "<op>:<queue in lower case>" into buf, a statement name for
+ * db_exec_prepared(): op at most 14 bytes keeps it within PostgreSQL's 63.
+ * Returns 0, or TRPC_ERR_INVALID when it does not fit.
+ */
+int mq_queue_stmt(char *buf, size_t size, const char *op, const char *queue);
+
+/* The ids as a PostgreSQL array literal ("{1,2,3}"), malloc'd; NULL when
+ * out of memory. */
+char *mq_ids_literal(const int64_t *ids, size_t n);
+
 /* ------------------------------------------------------------------ listener */
 
 /*

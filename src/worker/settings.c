@@ -169,6 +169,15 @@ int wk_settings_set(struct wk_settings *cfg, const char *section, const char *ke
 	return TRPC_ERR_CONFIG;
 }
 
+int wk_settings_key(size_t i, const char **section, const char **key)
+{
+	if (i >= N_ROWS)
+		return TRPC_ERR_NOT_FOUND;
+	*section = rows[i].section;
+	*key = rows[i].key;
+	return 0;
+}
+
 int wk_settings_from_env(struct wk_settings *cfg, const char **why)
 {
 	static const struct {

@@ -31,6 +31,8 @@
 #ifndef TK_WORKER_SETTINGS_H
 #define TK_WORKER_SETTINGS_H
 
+#include <stddef.h>
+
 struct wk_settings {
 	char *database_url;
 	int db_pool_size; /* 0: concurrency + 2 */
@@ -62,6 +64,10 @@ void wk_settings_clear(struct wk_settings *cfg);
  */
 int wk_settings_set(struct wk_settings *cfg, const char *section, const char *key,
                     const char *value, const char **why);
+
+/* The i-th key this module knows (i from 0), for --list-options: 0 with
+ * static strings, or TRPC_ERR_NOT_FOUND past the last key. */
+int wk_settings_key(size_t i, const char **section, const char **key);
 
 /* Takes DATABASE_URL, TASKER_TEMPLATE_PATH, TASKER_WORKER_NAMESPACES and
  * TASKER_WORKER_GRPC_BIND_ADDRESS as defaults (the loader runs after and

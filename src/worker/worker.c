@@ -4,10 +4,16 @@
  *
  * A job is one queue message in hand, from the read until it is archived,
  * released or left to time out. Every job is on the `held` list (which
- * the lease thread walks) and counts in `busy`; the dispatcher reads no
- * more messages than concurrency - busy, so every job has a handler
- * thread ready for it. One mutex guards the run queue, the held list and
- * the counters; it is never held across a database call or a handler.
+ * the lease thread walks) and counts in `busy`. The dispatcher reads and
+ * claims a batch of messages with one statement (tasker.worker_claim_steps,
+ * migrations/0010_fast_path.sql) and reads no more than there are idle
+ * handler threads (`active` counts the jobs queued for or inside a
+ * handler), so every claimed step starts at once. A handler thread runs
+ * the step and hands the job to the reporter, which writes the results of
+ * the jobs finished meanwhile with one statement (tasker.worker_report_
+ * steps, which also archives their messages). One mutex guards the run
+ * and report queues, the held list and the counters; it is never held
+ * across a database call or a handler.
  */
 #include "config.h"
 
@@ -33,11 +39,23 @@
 #define BACKOFF_MAX_MS    5000 /* the pause stops growing here */
 #define LISTENER_RETRY_MS 5000 /* LISTEN connection attempts while polling */
 #define UUID_LEN          36
+#define REPORT_MAX        64 /* results written by one statement */
+#define REPORT_LINGER_MS  5  /* a result waits this long for others to share a statement */
+#define HELD_PER_THREAD   4  /* messages in hand: at most concurrency times this */
 
 #define NS_PER_MS 1000000LL
 
+/* A claimed step: its handler input and handler. */
+struct step_run {
+	json_t *input;
+	char *input_text;
+	const struct wk_step_entry *entry;
+	const char *correlation_id; /* inside input */
+	int attempt;
+};
+
 struct job {
-	struct job *next;          /* run queue */
+	struct job *next;          /* run queue, then report queue */
 	struct job *lprev, *lnext; /* held list */
 	size_t queue;              /* index into w->queues */
 	struct mq_msg msg;         /* msg.message is owned */
@@ -45,6 +63,9 @@ struct job {
 	atomic_int child_pgid;     /* a running exec handler's process group */
 	char task_uuid[UUID_LEN + 1], step_uuid[UUID_LEN + 1];
 	char correlation_id[UUID_LEN + 1]; /* "" when the message had none */
+	struct step_run run;               /* from the claim */
+	struct wk_outcome out;             /* from the handler */
+	struct wk_result_meta meta;
 };
 
 struct wk_worker {
@@ -54,17 +75,25 @@ struct wk_worker {
 	const struct wk_registry *reg;
 	struct db_pool *pool;
 	char **queues, **channels;
+	char **claim_sql, **report_sql; /* per queue: statements naming its tables */
 	size_t nq;
-	size_t next_queue; /* dispatcher only: where the next poll round starts */
+	size_t next_queue;  /* dispatcher only: where the next poll round starts */
+	json_t *handled;    /* dispatcher only: handler keys known to be served here */
+	char *handled_text; /* its JSON text */
 
 	pthread_mutex_t mu;
-	pthread_cond_t work_cv;  /* a job was queued, or quit */
-	pthread_cond_t idle_cv;  /* a job ended */
-	pthread_cond_t lease_cv; /* lease_quit */
-	struct job *head, *tail; /* run queue */
-	struct job *held;        /* every job in hand */
-	int busy;                /* jobs in hand */
-	int quit;                /* handler threads: leave when the run queue is empty */
+	pthread_cond_t work_cv;    /* a job was queued, or quit */
+	pthread_cond_t idle_cv;    /* a job ended */
+	pthread_cond_t lease_cv;   /* lease_quit */
+	pthread_cond_t report_cv;  /* a job was finished, or report_quit */
+	struct job *head, *tail;   /* run queue */
+	struct job *rhead, *rtail; /* report queue */
+	struct job *held;          /* every job in hand */
+	int busy;                  /* jobs in hand */
+	int active;                /* of those, queued for or inside a handler */
+	int nreport;               /* of those, in the report queue */
+	int quit;                  /* handler threads: leave when the run queue is empty */
+	int report_quit;           /* reporter: leave when the report queue is empty */
 	int lease_quit;
 	int sync_ready;                   /* mu and the condition variables exist */
 	atomic_int results_queue_missing; /* seen NOT_FOUND: create it before the next report */
@@ -72,9 +101,9 @@ struct wk_worker {
 	atomic_int stopping;
 	atomic_int abandoned;
 
-	pthread_t dispatcher, leaser, *handlers;
+	pthread_t dispatcher, leaser, reporter, *handlers;
 	int n_handlers; /* started */
-	int dispatcher_started, leaser_started;
+	int dispatcher_started, leaser_started, reporter_started;
 };
 
 /* ================================================================== helpers */
@@ -204,15 +233,40 @@ static int with_conn(struct wk_worker *w, conn_op op, void *arg, struct tk_err *
 
 /* ================================================================== jobs */
 
+static void step_run_clear(struct step_run *run)
+{
+	json_decref(run->input);
+	free(run->input_text);
+	memset(run, 0, sizeof(*run));
+}
+
+/* A job for message m of queue qi (m.message taken over), or NULL. */
+static struct job *job_new(struct wk_worker *w, size_t qi, struct mq_msg *m)
+{
+	struct job *job = calloc(1, sizeof(*job));
+
+	if (job == NULL)
+		return NULL;
+	job->queue = qi;
+	job->msg = *m;
+	m->message = NULL;
+	job->lease_due_ns = wk_now_ns() + ms_to_ns((int64_t)w->vt_s * 1000) / 2;
+	wk_outcome_init(&job->out);
+	return job;
+}
+
 static void job_free(struct job *job)
 {
 	if (job == NULL)
 		return;
 	free(job->msg.message);
+	step_run_clear(&job->run);
+	wk_outcome_clear(&job->out);
 	free(job);
 }
 
-/* Takes a message into hand (the caller holds no lock). */
+/* Takes a claimed step into hand and queues it for a handler thread (the
+ * caller holds no lock). */
 static void job_push(struct wk_worker *w, struct job *job)
 {
 	pthread_mutex_lock(&w->mu);
@@ -221,6 +275,7 @@ static void job_push(struct wk_worker *w, struct job *job)
 		w->held->lprev = job;
 	w->held = job;
 	w->busy++;
+	w->active++;
 	if (w->tail != NULL)
 		w->tail->next = job;
 	else
@@ -303,25 +358,6 @@ static void message_op(struct wk_worker *w, const char *queue, int64_t msg_id, e
 
 /* ================================================================== claim */
 
-struct step_run {
-	json_t *input;
-	char *input_text;
-	const struct wk_step_entry *entry;
-	const char *correlation_id; /* inside input */
-	int attempt;
-};
-
-static void step_run_clear(struct step_run *run)
-{
-	json_decref(run->input);
-	free(run->input_text);
-	memset(run, 0, sizeof(*run));
-}
-
-static const char SQL_CLAIM[] =
-    "SELECT tasker.claim_step($1::uuid, $2::uuid, $3::uuid, $4::integer)";
-static const char SQL_INPUT[] = "SELECT tasker.worker_step_input($1::uuid, $2::uuid)::text";
-
 /* Parses the handler input and finds the step's handler. 0, or -1 when not ours. */
 static int take_input(struct wk_worker *w, const char *text, struct step_run *run)
 {
@@ -340,97 +376,235 @@ static int take_input(struct wk_worker *w, const char *text, struct step_run *ru
 	if (ns == NULL || name == NULL || version == NULL || step == NULL)
 		return -1;
 	run->entry = wk_registry_find(w->reg, ns, name, version, step);
-	if (run->entry == NULL || run->entry->handler == NULL) {
-		trpc_log(
-		    TRPC_LOG_WARN, "step %s (%s/%s@%s, step %s): %s here; left for another worker",
-		    json_string_value(json_object_get(run->input, "step_uuid")), ns, name, version,
-		    step,
-		    run->entry == NULL ? "template not loaded" : "no handler for its callable");
+	if (run->entry == NULL || run->entry->handler == NULL)
 		return -1;
-	}
 	run->input_text = json_dumps(run->input, JSON_COMPACT);
 	return run->input_text != NULL ? 0 : -1;
 }
 
 /*
- * One transaction: claim_step(); on 'skip' archive the message; otherwise
- * load the handler input, and roll the claim back if this worker has no
- * handler for the step. Returns 1 (run it), 0 (done with the message) or
- * a negative code with err set.
+ * The claim statement of a queue: reads up to $2 visible messages (hiding
+ * them for $1 seconds, as pgmq.read does) and claims their steps with
+ * tasker.worker_claim_steps for worker $3, for the handler keys $4 only.
  */
-struct claim_args {
-	struct job *job;
-	struct step_run *run;
-};
+static const char SQL_CLAIM_QUEUE[] =
+    "WITH r AS (UPDATE {q} m SET vt = clock_timestamp() + make_interval(secs => $1::integer), "
+    "read_ct = m.read_ct + 1 FROM (SELECT msg_id FROM {q} WHERE vt <= clock_timestamp() "
+    "ORDER BY msg_id LIMIT $2::integer FOR UPDATE SKIP LOCKED) c WHERE m.msg_id = c.msg_id "
+    "RETURNING m.msg_id, m.read_ct, m.message, m.enqueued_at, m.vt) "
+    "SELECT c.msg_id, r.read_ct, r.message::text, extract(epoch FROM r.enqueued_at)::float8, "
+    "extract(epoch FROM r.vt)::float8, c.verdict, c.namespace_name, c.task_name, "
+    "c.task_version, c.step_name, c.input::text "
+    "FROM tasker.worker_claim_steps($3::uuid, "
+    "(SELECT array_agg(msg_id ORDER BY msg_id) FROM r), "
+    "(SELECT array_agg(read_ct ORDER BY msg_id) FROM r), "
+    "(SELECT array_agg(message ORDER BY msg_id) FROM r), $4::jsonb) c "
+    "JOIN r ON r.msg_id = c.msg_id ORDER BY c.msg_id";
 
-static int claim_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
+/* The claim of messages read already ($2 ids, $3 read counts, $4 a JSON
+ * array of the messages), for any handler key. Same columns from 5 on. */
+static const char SQL_CLAIM_IDS[] =
+    "SELECT c.msg_id, NULL, NULL, NULL, NULL, c.verdict, c.namespace_name, c.task_name, "
+    "c.task_version, c.step_name, c.input::text "
+    "FROM tasker.worker_claim_steps($1::uuid, $2::bigint[], $3::integer[], "
+    "ARRAY(SELECT x.e FROM jsonb_array_elements($4::jsonb) WITH ORDINALITY AS x(e, o) "
+    "ORDER BY x.o), NULL) c ORDER BY c.msg_id";
+
+enum { COL_VERDICT = 5, COL_NS, COL_TASK, COL_VERSION, COL_STEP, COL_INPUT };
+
+/* Remembers that steps of this key have a handler here. Dispatcher only. */
+static void learn_handled(struct wk_worker *w, const struct wk_step_entry *e)
 {
-	struct job *job = ((struct claim_args *)arg)->job;
-	struct step_run *run = ((struct claim_args *)arg)->run;
-	const char *queue = w->queues[job->queue];
-	const char *corr = job->correlation_id[0] != '\0' ? job->correlation_id : NULL;
-	char read_ct[16], verdict[16];
-	const char *const claim_params[] = {job->step_uuid, w->uuid, corr, read_ct};
-	const char *const input_params[] = {job->step_uuid, corr};
-	PGresult *res;
-	int rc;
+	char *text;
 
-	snprintf(read_ct, sizeof(read_ct), "%d", job->msg.read_ct);
-	if ((rc = db_begin(conn, err)) != 0)
-		return rc;
-	if ((res = db_exec_prepared(conn, "wk_claim", SQL_CLAIM, 4, claim_params, err)) == NULL)
-		return err->code;
-	snprintf(verdict, sizeof(verdict), "%s", PQgetvalue(res, 0, 0));
-	PQclear(res);
-
-	if (strcmp(verdict, "skip") == 0) {
-		rc = mq_archive(conn, queue, job->msg.msg_id, err);
-		if (rc != 0 && rc != TRPC_ERR_NOT_FOUND)
-			return rc;
-		if ((rc = db_commit(conn, err)) != 0)
-			return rc;
-		trpc_log(TRPC_LOG_INFO,
-		         "step %s: not claimable (cancelled, finished, or running elsewhere); "
-		         "message %" PRId64 " archived",
-		         job->step_uuid, job->msg.msg_id);
-		return 0;
+	json_array_append_new(w->handled, json_pack("[s, s, s, s]", e->namespace_name, e->task_name,
+	                                            e->version, e->step_name));
+	if ((text = json_dumps(w->handled, JSON_COMPACT)) != NULL) {
+		free(w->handled_text);
+		w->handled_text = text;
 	}
+}
 
-	if ((res = db_exec_prepared(conn, "wk_input", SQL_INPUT, 2, input_params, err)) == NULL)
-		return err->code;
-	rc = PQgetisnull(res, 0, 0) ? -1 : take_input(w, PQgetvalue(res, 0, 0), run);
-	PQclear(res);
-	if (rc != 0)
-		return db_rollback(conn, err);
-	if ((rc = db_commit(conn, err)) != 0)
-		return rc;
+/* A claimed step: into a handler thread's hands. */
+static void on_claimed(struct wk_worker *w, struct job *job, const char *verdict, const char *input)
+{
+	if (parse_message(job) != 0 || take_input(w, input, &job->run) != 0) {
+		/* Not expected: the claim checked both. The message comes back at
+		 * once and the step is reclaimed. */
+		trpc_log(TRPC_LOG_WARN,
+		         "%s message %" PRId64 ": claimed, but the handler input is unusable; "
+		         "released",
+		         w->queues[job->queue], job->msg.msg_id);
+		message_op(w, w->queues[job->queue], job->msg.msg_id, MSG_RELEASE);
+		job_free(job);
+		return;
+	}
 	if (strcmp(verdict, "reclaimed") == 0)
 		trpc_log(TRPC_LOG_WARN,
 		         "step %s (%s): reclaimed, attempt %d: its message came back after the "
 		         "visibility timeout (read %d times); the previous worker is presumed dead",
-		         job->step_uuid, run->entry->step_name, run->attempt, job->msg.read_ct);
+		         job->step_uuid, job->run.entry->step_name, job->run.attempt,
+		         job->msg.read_ct);
 	else
 		trpc_log(TRPC_LOG_DEBUG, "step %s (%s): claimed, attempt %d", job->step_uuid,
-		         run->entry->step_name, run->attempt);
-	return 1;
+		         job->run.entry->step_name, job->run.attempt);
+	job_push(w, job);
 }
 
-/* Returns 1 when the step is ours to run (run filled), else 0. */
-static int claim(struct wk_worker *w, struct job *job, struct step_run *run)
+/*
+ * What the claim said about one message (row of res). Returns 1 when the
+ * job waits for a claim by id (a handler key seen for the first time),
+ * else 0 (the job was pushed or freed).
+ */
+static int on_claim_row(struct wk_worker *w, PGconn *conn, const PGresult *res, int row,
+                        struct job *job)
 {
-	struct claim_args args = {.job = job, .run = run};
+	const char *verdict = PQgetvalue(res, row, COL_VERDICT);
+	const char *queue = w->queues[job->queue];
 	struct tk_err err;
-	int rc;
 
-	tk_err_clear(&err);
-	rc = with_conn(w, claim_tx, &args, &err);
-	if (rc < 0)
+	if (strcmp(verdict, "claimed") == 0 || strcmp(verdict, "reclaimed") == 0) {
+		on_claimed(w, job, verdict, PQgetvalue(res, row, COL_INPUT));
+		return 0;
+	}
+	if (strcmp(verdict, "foreign") == 0) {
+		const char *ns = PQgetvalue(res, row, COL_NS),
+		           *name = PQgetvalue(res, row, COL_TASK);
+		const char *version = PQgetvalue(res, row, COL_VERSION);
+		const char *step = PQgetvalue(res, row, COL_STEP);
+		const struct wk_step_entry *e = wk_registry_find(w->reg, ns, name, version, step);
+		if (e != NULL && e->handler != NULL) {
+			learn_handled(w, e);
+			return 1;
+		}
+		parse_message(job);
 		trpc_log(TRPC_LOG_WARN,
-		         "step %s: claim failed: %s (the message comes back within %d s)",
-		         job->step_uuid, err.msg, w->vt_s);
-	if (rc != 1)
-		step_run_clear(run);
-	return rc == 1;
+		         "step %s (%s/%s@%s, step %s): %s here; left for another worker",
+		         job->step_uuid, ns, name, version, step,
+		         e == NULL ? "template not loaded" : "no handler for its callable");
+		job_free(job);
+		return 0;
+	}
+	tk_err_clear(&err);
+	if (strcmp(verdict, "invalid") == 0)
+		trpc_log(TRPC_LOG_ERROR,
+		         "%s message %" PRId64 ": not a step message (want task_uuid, step_uuid, "
+		         "correlation_id): archived",
+		         queue, job->msg.msg_id);
+	else if (parse_message(job) == 0)
+		trpc_log(TRPC_LOG_INFO,
+		         "step %s: not claimable (cancelled, finished, or running elsewhere); "
+		         "message %" PRId64 " archived",
+		         job->step_uuid, job->msg.msg_id);
+	if (mq_archive(conn, queue, job->msg.msg_id, &err) != 0 && err.code != TRPC_ERR_NOT_FOUND)
+		trpc_log(TRPC_LOG_WARN,
+		         "%s message %" PRId64 ": %s (it comes back after its timeout)", queue,
+		         job->msg.msg_id, err.msg);
+	job_free(job);
+	return 0;
+}
+
+/* Claims by id the steps of jobs whose handler keys were new. */
+static int claim_by_id(struct wk_worker *w, PGconn *conn, struct job **jobs, size_t n,
+                       struct tk_err *err)
+{
+	int64_t *ids = calloc(n, sizeof(*ids));
+	char *idlist = NULL, *rcts = NULL, *msgs = NULL;
+	size_t cap = 3, len = 0;
+	PGresult *res = NULL;
+	int rc = TRPC_ERR_NOMEM;
+
+	for (size_t i = 0; i < n; i++)
+		cap += strlen(jobs[i]->msg.message) + 1 + 12;
+	if (ids == NULL || (msgs = malloc(cap)) == NULL || (rcts = malloc(cap)) == NULL)
+		goto out;
+	msgs[len++] = '[';
+	for (size_t i = 0; i < n; i++) {
+		ids[i] = jobs[i]->msg.msg_id;
+		len += (size_t)snprintf(msgs + len, cap - len, "%s%s", i > 0 ? "," : "",
+		                        jobs[i]->msg.message);
+	}
+	snprintf(msgs + len, cap - len, "]");
+	len = 0;
+	rcts[len++] = '{';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(rcts + len, cap - len, "%s%d", i > 0 ? "," : "",
+		                        jobs[i]->msg.read_ct);
+	snprintf(rcts + len, cap - len, "}");
+	if ((idlist = mq_ids_literal(ids, n)) == NULL)
+		goto out;
+	const char *const params[] = {w->uuid, idlist, rcts, msgs};
+	if ((res = db_exec_prepared(conn, "wk_claim_ids", SQL_CLAIM_IDS, 4, params, err)) == NULL) {
+		rc = err->code;
+		goto out;
+	}
+	for (int row = 0; row < PQntuples(res); row++) {
+		int64_t id = strtoll(PQgetvalue(res, row, 0), NULL, 10);
+		for (size_t i = 0; i < n; i++)
+			if (jobs[i] != NULL && jobs[i]->msg.msg_id == id) {
+				on_claim_row(w, conn, res, row, jobs[i]);
+				jobs[i] = NULL;
+			}
+	}
+	rc = 0;
+out:
+	if (rc == TRPC_ERR_NOMEM && err->code == 0)
+		tk_err_set(err, rc, "out of memory");
+	PQclear(res);
+	for (size_t i = 0; i < n; i++) /* not answered: back after the timeout */
+		job_free(jobs[i]);
+	free(ids);
+	free(idlist);
+	free(rcts);
+	free(msgs);
+	return rc;
+}
+
+/*
+ * Reads and claims up to want messages of queue qi; *got is the number of
+ * messages read. Returns 0 or a negative code with err set.
+ */
+static int claim_queue(struct wk_worker *w, PGconn *conn, size_t qi, int want, int *got,
+                       struct tk_err *err)
+{
+	char stmt[64], vt[16], qty[16];
+	const char *const params[] = {vt, qty, w->uuid, w->handled_text};
+	struct job **later;
+	size_t nlater = 0;
+	PGresult *res;
+	int rows, rc = 0;
+
+	*got = 0;
+	snprintf(vt, sizeof(vt), "%d", w->vt_s);
+	snprintf(qty, sizeof(qty), "%d", want);
+	if (mq_queue_stmt(stmt, sizeof(stmt), "wk_claim", w->queues[qi]) != 0)
+		return tk_err_set(err, TRPC_ERR_INVALID, "queue %s: name too long", w->queues[qi]);
+	if ((res = db_exec_prepared(conn, stmt, w->claim_sql[qi], 4, params, err)) == NULL)
+		return err->code;
+	rows = PQntuples(res);
+	*got = rows;
+	later = calloc((size_t)rows + 1, sizeof(*later));
+	for (int row = 0; row < rows; row++) {
+		struct mq_msg m = {
+		    .msg_id = strtoll(PQgetvalue(res, row, 0), NULL, 10),
+		    .read_ct = atoi(PQgetvalue(res, row, 1)),
+		    .message = PQgetisnull(res, row, 2) ? NULL : strdup(PQgetvalue(res, row, 2)),
+		    .enqueued_at_epoch = strtod(PQgetvalue(res, row, 3), NULL),
+		    .vt_epoch = strtod(PQgetvalue(res, row, 4), NULL),
+		};
+		struct job *job = later != NULL ? job_new(w, qi, &m) : NULL;
+		if (job == NULL) { /* out of memory: the message comes back after its timeout */
+			free(m.message);
+			continue;
+		}
+		if (on_claim_row(w, conn, res, row, job))
+			later[nlater++] = job;
+	}
+	PQclear(res);
+	if (nlater > 0)
+		rc = claim_by_id(w, conn, later, nlater, err);
+	free(later);
+	return rc;
 }
 
 /* ================================================================== report */
@@ -589,10 +763,135 @@ static void report(struct wk_worker *w, const struct job *job, const struct step
 	}
 }
 
+/*
+ * The report statement of a queue: the results of a batch (worker $2,
+ * reports $3) with tasker.worker_report_steps, and the messages $1
+ * archived in the same transaction.
+ */
+static const char SQL_REPORT_QUEUE[] =
+    "WITH d AS (DELETE FROM {q} WHERE msg_id = ANY ($1::bigint[]) "
+    "RETURNING msg_id, read_ct, enqueued_at, vt, message, headers), "
+    "a AS (INSERT INTO {a} (msg_id, read_ct, enqueued_at, vt, message, headers) "
+    "SELECT msg_id, read_ct, enqueued_at, vt, message, headers FROM d) "
+    "SELECT r.step_uuid, r.written FROM tasker.worker_report_steps($2::uuid, $3::jsonb) r";
+
+/* The reports of jobs as tasker.worker_report_steps takes them, and the
+ * message ids; NULL when out of memory. */
+static char *reports_json(struct wk_worker *w, struct job **jobs, size_t n, int64_t *ids)
+{
+	json_t *a = json_array();
+	char *text;
+
+	for (size_t i = 0; i < n && a != NULL; i++) {
+		struct job *job = jobs[i];
+		const char *corr =
+		    job->run.correlation_id != NULL ? job->run.correlation_id : job->correlation_id;
+		json_t *res = wk_outcome_to_result(&job->out, &job->meta);
+		json_t *r = res == NULL ? NULL
+		                        : json_pack("{s:s, s:s, s:s, s:s, s:o}", "step_uuid",
+		                                    job->step_uuid, "task_uuid", job->task_uuid,
+		                                    "correlation_id", corr, "to_state",
+		                                    job->out.status == WK_COMPLETED
+		                                        ? "enqueued_for_orchestration"
+		                                        : "enqueued_as_error_for_orchestration",
+		                                    "results", res);
+		if (r == NULL || json_array_append_new(a, r) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+		ids[i] = job->msg.msg_id;
+	}
+	text = a != NULL ? json_dumps(a, JSON_COMPACT) : NULL;
+	json_decref(a);
+	return text;
+}
+
+struct batch_args {
+	size_t queue;
+	struct job **jobs;
+	size_t n;
+};
+
+/* Reports the jobs (all of one queue) with one statement; logs each outcome. */
+static int report_batch_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
+{
+	struct batch_args *a = arg;
+	int64_t *ids = calloc(a->n, sizeof(*ids));
+	char *reports = ids != NULL ? reports_json(w, a->jobs, a->n, ids) : NULL;
+	char *idlist = reports != NULL ? mq_ids_literal(ids, a->n) : NULL;
+	const char *const params[] = {idlist, w->uuid, reports};
+	char stmt[64];
+	PGresult *res = NULL;
+	int rc;
+
+	if (idlist == NULL)
+		rc = tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+	else if (mq_queue_stmt(stmt, sizeof(stmt), "wk_report", w->queues[a->queue]) != 0)
+		rc = tk_err_set(err, TRPC_ERR_INVALID, "queue %s: name too long",
+		                w->queues[a->queue]);
+	else if ((res = db_exec_prepared(conn, stmt, w->report_sql[a->queue], 3, params, err)) ==
+	         NULL)
+		rc = err->code;
+	else
+		rc = 0;
+	for (size_t i = 0; rc == 0 && i < a->n; i++) {
+		struct job *job = a->jobs[i];
+		int written = 0;
+		for (int row = 0; row < PQntuples(res); row++)
+			if (strcmp(PQgetvalue(res, row, 0), job->step_uuid) == 0)
+				written = PQgetvalue(res, row, 1)[0] == 't';
+		log_outcome(job, &job->run, &job->out, job->meta.execution_time_ms, written);
+	}
+	PQclear(res);
+	free(ids);
+	free(reports);
+	free(idlist);
+	return rc;
+}
+
+/*
+ * Reports finished jobs, one statement per queue, and lets go of them.
+ * When a statement fails, its jobs are reported one by one (report(),
+ * which retries and replaces a refused result).
+ */
+static void report_jobs(struct wk_worker *w, struct job **jobs, size_t n)
+{
+	struct job **sub = calloc(n, sizeof(*sub));
+
+	for (size_t qi = 0; qi < w->nq; qi++) {
+		struct batch_args args = {.queue = qi, .jobs = sub};
+		struct tk_err err;
+		for (size_t i = 0; i < n; i++)
+			if (jobs[i]->queue == qi) {
+				if (sub == NULL) /* out of memory: one by one */
+					report(w, jobs[i], &jobs[i]->run, &jobs[i]->out,
+					       &jobs[i]->meta);
+				else
+					sub[args.n++] = jobs[i];
+			}
+		if (args.n == 0)
+			continue;
+		tk_err_clear(&err);
+		if (atomic_load(&w->abandoned)) {
+			/* the messages were released: other workers reclaim the steps */
+		} else if (with_conn(w, report_batch_tx, &args, &err) != 0) {
+			trpc_log(TRPC_LOG_WARN,
+			         "reporting %zu results at once: %s; reporting them one by one",
+			         args.n, err.msg);
+			for (size_t i = 0; i < args.n; i++)
+				report(w, sub[i], &sub[i]->run, &sub[i]->out, &sub[i]->meta);
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		job_done(w, jobs[i]);
+	free(sub);
+}
+
 /* ================================================================== handler threads */
 
-static void run_step(struct wk_worker *w, struct job *job, struct step_run *run)
+static void run_step(struct wk_worker *w, struct job *job)
 {
+	struct step_run *run = &job->run;
 	const struct wk_step_entry *e = run->entry;
 	int timeout_ms = e->timeout_s > 0 ? e->timeout_s * 1000 : w->step_timeout_ms;
 	int64_t start = wk_now_ns();
@@ -606,39 +905,11 @@ static void run_step(struct wk_worker *w, struct job *job, struct step_run *run)
 	    .deadline_ns = start + ms_to_ns(timeout_ms),
 	    .child_pgid = &job->child_pgid,
 	};
-	struct wk_result_meta meta = {
+
+	job->meta = (struct wk_result_meta){
 	    .step_uuid = job->step_uuid, .worker_uuid = w->uuid, .attempt = run->attempt};
-	struct wk_outcome out;
-
-	wk_outcome_init(&out);
-	wk_handler_run(e->handler, &call, &out);
-	meta.execution_time_ms = (wk_now_ns() - start) / NS_PER_MS;
-	if (!atomic_load(&w->abandoned))
-		report(w, job, run, &out, &meta);
-	wk_outcome_clear(&out);
-}
-
-static void process(struct wk_worker *w, struct job *job)
-{
-	const char *queue = w->queues[job->queue];
-	struct step_run run = {0};
-
-	if (atomic_load(&w->stopping)) {
-		message_op(w, queue, job->msg.msg_id, MSG_RELEASE);
-		return;
-	}
-	if (parse_message(job) != 0) {
-		trpc_log(TRPC_LOG_ERROR,
-		         "%s message %" PRId64 ": not a step message (want task_uuid, step_uuid, "
-		         "correlation_id): archived",
-		         queue, job->msg.msg_id);
-		message_op(w, queue, job->msg.msg_id, MSG_ARCHIVE);
-		return;
-	}
-	if (!claim(w, job, &run))
-		return;
-	run_step(w, job, &run);
-	step_run_clear(&run);
+	wk_handler_run(e->handler, &call, &job->out);
+	job->meta.execution_time_ms = (wk_now_ns() - start) / NS_PER_MS;
 }
 
 static void *handler_main(void *arg)
@@ -660,9 +931,66 @@ static void *handler_main(void *arg)
 		pthread_mutex_unlock(&w->mu);
 		if (job == NULL)
 			return NULL; /* quit, and nothing left */
-		process(w, job);
-		job_done(w, job);
+		/* The step is claimed: it runs even when the worker is stopping
+		 * (the shutdown waits for running steps). */
+		run_step(w, job);
+		pthread_mutex_lock(&w->mu);
+		w->active--;
+		if (w->rtail != NULL)
+			w->rtail->next = job;
+		else
+			w->rhead = job;
+		w->rtail = job;
+		w->nreport++;
+		pthread_cond_signal(&w->report_cv);
+		pthread_cond_broadcast(&w->idle_cv); /* a handler thread is free */
+		pthread_mutex_unlock(&w->mu);
 	}
+}
+
+/* pthread_cond_timedwait on CLOCK_MONOTONIC until deadline_ns. */
+static void cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_ns)
+{
+	struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000),
+	                      .tv_nsec = (long)(deadline_ns % 1000000000)};
+
+	pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/*
+ * The reporter: takes the finished jobs and reports them together. A
+ * first result waits up to REPORT_LINGER_MS for others (while the worker
+ * is claiming, or handlers are running), so that results share a statement.
+ */
+static void *reporter_main(void *arg)
+{
+	struct wk_worker *w = arg;
+	struct job *batch[REPORT_MAX];
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		size_t n = 0;
+		while (w->rhead == NULL && !w->report_quit)
+			pthread_cond_wait(&w->report_cv, &w->mu);
+		if (w->rhead == NULL)
+			break; /* report_quit, and nothing left */
+		int64_t until = wk_now_ns() + ms_to_ns(REPORT_LINGER_MS);
+		while (!w->report_quit && w->nreport < REPORT_MAX && wk_now_ns() < until &&
+		       (w->active > 0 || !atomic_load(&w->stopping)))
+			cond_wait_until(&w->report_cv, &w->mu, until);
+		while (w->rhead != NULL && n < REPORT_MAX) {
+			batch[n++] = w->rhead;
+			w->rhead = w->rhead->next;
+			w->nreport--;
+		}
+		if (w->rhead == NULL)
+			w->rtail = NULL;
+		pthread_mutex_unlock(&w->mu);
+		report_jobs(w, batch, n);
+		pthread_mutex_lock(&w->mu);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
 }
 
 /* ================================================================== leases */
@@ -721,14 +1049,14 @@ static void *leaser_main(void *arg)
 	/* Extensions are due every vt/2 and happen up to one tick late; vt/8
 	 * leaves 3/8 of the timeout as margin for a slow database. */
 	int tick = w->vt_s * 1000 / 8;
-	struct lease *ls = calloc((size_t)w->concurrency, sizeof(*ls));
+	size_t cap = (size_t)w->concurrency * HELD_PER_THREAD;
+	struct lease *ls = calloc(cap, sizeof(*ls));
 	struct streak streak = {0};
 
 	tick = tick < 100 ? 100 : tick > 1000 ? 1000 : tick;
 	pthread_mutex_lock(&w->mu);
 	while (!w->lease_quit) {
-		struct extend_args args = {
-		    .ls = ls, .n = ls != NULL ? due_leases(w, ls, (size_t)w->concurrency) : 0};
+		struct extend_args args = {.ls = ls, .n = ls != NULL ? due_leases(w, ls, cap) : 0};
 		struct tk_err err;
 		int rc = 0;
 
@@ -756,8 +1084,8 @@ struct poll_args {
 	int more; /* out: a queue may hold further messages */
 };
 
-/* Reads up to args->room messages over the queues into jobs. Returns 0 or
- * a negative code with err set. Dispatcher thread only. */
+/* Reads and claims up to args->room messages over the queues. Returns 0
+ * or a negative code with err set. Dispatcher thread only. */
 static int poll_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *err)
 {
 	struct poll_args *a = arg;
@@ -765,30 +1093,25 @@ static int poll_tx(struct wk_worker *w, PGconn *conn, void *arg, struct tk_err *
 
 	a->more = 0;
 	for (size_t k = 0; k < w->nq && room > 0 && rc == 0; k++) {
-		size_t qi = (w->next_queue + k) % w->nq, n = 0;
-		int want = room < w->batch ? room : w->batch;
-		struct mq_msg *msgs = NULL;
-		int64_t due = wk_now_ns() + ms_to_ns((int64_t)w->vt_s * 1000) / 2;
+		size_t qi = (w->next_queue + k) % w->nq;
+		int want = room < w->batch ? room : w->batch, got = 0;
 
-		if ((rc = mq_read(conn, w->queues[qi], w->vt_s, want, &msgs, &n, err)) != 0)
-			break;
-		for (size_t i = 0; i < n; i++) {
-			struct job *job = calloc(1, sizeof(*job));
-			if (job == NULL) /* the message comes back after its timeout */
-				continue;
-			job->queue = qi;
-			job->msg = msgs[i];
-			msgs[i].message = NULL;
-			job->lease_due_ns = due;
-			job_push(w, job);
-		}
-		mq_msgs_free(msgs, n);
-		room -= (int)n;
-		if ((int)n == want)
+		rc = claim_queue(w, conn, qi, want, &got, err);
+		room -= got;
+		if (got == want)
 			a->more = 1;
 	}
 	w->next_queue = (w->next_queue + 1) % w->nq;
 	return rc;
+}
+
+/* Idle handler threads, as far as the messages in hand allow. w->mu held. */
+static int room_locked(const struct wk_worker *w)
+{
+	int idle = w->concurrency - w->active;
+	int held = w->concurrency * HELD_PER_THREAD - w->busy;
+
+	return idle < held ? idle : held;
 }
 
 static int room_now(struct wk_worker *w)
@@ -796,7 +1119,7 @@ static int room_now(struct wk_worker *w)
 	int room;
 
 	pthread_mutex_lock(&w->mu);
-	room = w->concurrency - w->busy;
+	room = room_locked(w);
 	pthread_mutex_unlock(&w->mu);
 	return room;
 }
@@ -805,7 +1128,7 @@ static int room_now(struct wk_worker *w)
 static void wait_for_room(struct wk_worker *w, int ms)
 {
 	pthread_mutex_lock(&w->mu);
-	if (w->busy >= w->concurrency)
+	if (room_locked(w) <= 0)
 		cond_wait_ms(&w->idle_cv, &w->mu, ms);
 	pthread_mutex_unlock(&w->mu);
 }
@@ -922,8 +1245,14 @@ int wk_worker_new(const struct wk_worker_options *o, struct wk_worker **out, str
 	w->conninfo = strdup(o->cfg->database_url);
 	w->queues = calloc(o->n_namespaces, sizeof(char *));
 	w->channels = calloc(o->n_namespaces, sizeof(char *));
+	w->claim_sql = calloc(o->n_namespaces, sizeof(char *));
+	w->report_sql = calloc(o->n_namespaces, sizeof(char *));
 	w->handlers = calloc((size_t)w->concurrency, sizeof(pthread_t));
-	if (w->conninfo == NULL || w->queues == NULL || w->channels == NULL || w->handlers == NULL)
+	w->handled = json_array();
+	w->handled_text = strdup("[]");
+	if (w->conninfo == NULL || w->queues == NULL || w->channels == NULL ||
+	    w->claim_sql == NULL || w->report_sql == NULL || w->handlers == NULL ||
+	    w->handled == NULL || w->handled_text == NULL)
 		goto fail_nomem;
 	for (size_t i = 0; i < o->n_namespaces; i++, w->nq++) {
 		if (asprintf(&w->queues[i], "worker_%s_queue", o->namespaces[i]) == -1) {
@@ -946,6 +1275,12 @@ int wk_worker_new(const struct wk_worker_options *o, struct wk_worker **out, str
 			wk_worker_free(w);
 			return TRPC_ERR_INVALID;
 		}
+		w->claim_sql[i] = mq_queue_sql(SQL_CLAIM_QUEUE, w->queues[i]);
+		w->report_sql[i] = mq_queue_sql(SQL_REPORT_QUEUE, w->queues[i]);
+		if (w->claim_sql[i] == NULL || w->report_sql[i] == NULL) {
+			w->nq++;
+			goto fail_nomem;
+		}
 	}
 	if (pthread_mutex_init(&w->mu, NULL) != 0)
 		goto fail_nomem;
@@ -959,6 +1294,13 @@ int wk_worker_new(const struct wk_worker_options *o, struct wk_worker **out, str
 		goto fail_nomem;
 	}
 	if (cond_init_monotonic(&w->lease_cv) != 0) {
+		pthread_cond_destroy(&w->idle_cv);
+		pthread_cond_destroy(&w->work_cv);
+		pthread_mutex_destroy(&w->mu);
+		goto fail_nomem;
+	}
+	if (cond_init_monotonic(&w->report_cv) != 0) {
+		pthread_cond_destroy(&w->lease_cv);
 		pthread_cond_destroy(&w->idle_cv);
 		pthread_cond_destroy(&w->work_cv);
 		pthread_mutex_destroy(&w->mu);
@@ -1002,6 +1344,10 @@ int wk_worker_start(struct wk_worker *w, struct tk_err *err)
 		return tk_err_set(err, TRPC_ERR_SYSTEM, "cannot start the lease thread: %s",
 		                  strerror(rc));
 	w->leaser_started = 1;
+	if ((rc = pthread_create(&w->reporter, NULL, reporter_main, w)) != 0)
+		return tk_err_set(err, TRPC_ERR_SYSTEM, "cannot start the report thread: %s",
+		                  strerror(rc));
+	w->reporter_started = 1;
 	if ((rc = pthread_create(&w->dispatcher, NULL, dispatcher_main, w)) != 0)
 		return tk_err_set(err, TRPC_ERR_SYSTEM, "cannot start the dispatcher thread: %s",
 		                  strerror(rc));
@@ -1030,8 +1376,8 @@ int wk_worker_wait_idle(struct wk_worker *w, int64_t deadline_ns)
 
 void wk_worker_abandon(struct wk_worker *w)
 {
-	struct lease *ls = calloc((size_t)w->concurrency + 1, sizeof(*ls));
-	size_t n = 0;
+	size_t cap = (size_t)w->concurrency * HELD_PER_THREAD + 1, n = 0;
+	struct lease *ls = calloc(cap, sizeof(*ls));
 
 	atomic_store(&w->stopping, 1);
 	atomic_store(&w->abandoned, 1);
@@ -1046,7 +1392,7 @@ void wk_worker_abandon(struct wk_worker *w)
 		int pgid = atomic_load(&j->child_pgid);
 		if (pgid > 0)
 			kill(-pgid, SIGKILL);
-		if (ls != NULL && n <= (size_t)w->concurrency)
+		if (ls != NULL && n < cap)
 			ls[n++] = (struct lease){.queue = j->queue, .msg_id = j->msg.msg_id};
 	}
 	pthread_mutex_unlock(&w->mu);
@@ -1074,6 +1420,12 @@ void wk_worker_free(struct wk_worker *w)
 		for (int i = 0; i < w->n_handlers; i++)
 			pthread_join(w->handlers[i], NULL);
 		pthread_mutex_lock(&w->mu);
+		w->report_quit = 1; /* after the results still queued */
+		pthread_cond_broadcast(&w->report_cv);
+		pthread_mutex_unlock(&w->mu);
+		if (w->reporter_started)
+			pthread_join(w->reporter, NULL);
+		pthread_mutex_lock(&w->mu);
 		w->lease_quit = 1;
 		pthread_cond_broadcast(&w->lease_cv);
 		pthread_mutex_unlock(&w->mu);
@@ -1084,16 +1436,26 @@ void wk_worker_free(struct wk_worker *w)
 		w->head = j->next;
 		job_free(j);
 	}
-	if (w->queues != NULL || w->channels != NULL)
-		for (size_t i = 0; i < w->nq; i++) {
-			free(w->queues != NULL ? w->queues[i] : NULL);
-			free(w->channels != NULL ? w->channels[i] : NULL);
-		}
+	while ((j = w->rhead) != NULL) {
+		w->rhead = j->next;
+		job_free(j);
+	}
+	for (size_t i = 0; i < w->nq; i++) {
+		free(w->queues != NULL ? w->queues[i] : NULL);
+		free(w->channels != NULL ? w->channels[i] : NULL);
+		free(w->claim_sql != NULL ? w->claim_sql[i] : NULL);
+		free(w->report_sql != NULL ? w->report_sql[i] : NULL);
+	}
 	free(w->queues);
 	free(w->channels);
+	free(w->claim_sql);
+	free(w->report_sql);
+	json_decref(w->handled);
+	free(w->handled_text);
 	free(w->handlers);
 	free(w->conninfo);
 	if (w->sync_ready) {
+		pthread_cond_destroy(&w->report_cv);
 		pthread_cond_destroy(&w->lease_cv);
 		pthread_cond_destroy(&w->idle_cv);
 		pthread_cond_destroy(&w->work_cv);
@@ -1140,4 +1502,34 @@ int wk_check_schema(PGconn *conn, struct tk_err *err)
 		                PQgetvalue(res, 0, 0));
 	PQclear(res);
 	return rc;
+}
+
+/* ================================================================== status (status.h) */
+
+#include "worker/status.h"
+
+void wk_worker_status(struct wk_worker *w, struct wk_worker_status *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->concurrency = w->concurrency;
+	out->visibility_timeout_s = w->vt_s;
+	out->poll_interval_ms = w->poll_ms;
+	out->n_queues = w->nq;
+	out->stopping = atomic_load(&w->stopping);
+	out->abandoned = atomic_load(&w->abandoned);
+	if (!w->sync_ready)
+		return;
+	pthread_mutex_lock(&w->mu);
+	out->busy = w->busy;
+	for (const struct job *j = w->head; j != NULL; j = j->next)
+		out->queued++;
+	out->handler_threads = w->n_handlers;
+	out->dispatcher_running = w->dispatcher_started;
+	out->leaser_running = w->leaser_started;
+	pthread_mutex_unlock(&w->mu);
+}
+
+const char *wk_worker_queue(const struct wk_worker *w, size_t i)
+{
+	return i < w->nq ? w->queues[i] : NULL;
 }

@@ -1,0 +1,59 @@
+/*
+ * taskerd_services: the tasker.v1 API of taskerd on its gRPC server: the
+ * settings it adds ([auth], [auth.api_key.<name>], [backpressure]), the
+ * services' environment (struct svc_env), the registration of the
+ * orchestration services, their StreamTaskStatus hub, and their
+ * grpc.health.v1 statuses.
+ *
+ * Order in main: taskerd_api_new → (configuration loaded, keys routed
+ * through taskerd_api_config_key) → eng_new → trpc_server_new →
+ * taskerd_api_register → trpc_server_start → ... → trpc_server_free →
+ * taskerd_api_free.
+ */
+#ifndef TK_TASKERD_SERVICES_H
+#define TK_TASKERD_SERVICES_H
+
+#include "store/err.h"
+#include "tasker/rpc.h"
+
+struct eng;
+struct svc_env;
+struct taskerd_api;
+
+/* NULL when out of memory. */
+struct taskerd_api *taskerd_api_new(void);
+
+/*
+ * One configuration key for the API (the extra-key callback of
+ * trpc_server_config_load forwards what taskerd itself does not know).
+ * Sections: "auth" (auth.h's keys; "--auth.api_key.<name>.<key>" on the
+ * command line is the same as key <key> of [auth.api_key.<name>]),
+ * "auth.api_key.<name>", and "backpressure" (warning_depth,
+ * critical_depth, overflow_depth: queue depths, >= 1; retry_after_s:
+ * 1..3600). Returns 0 when the key was taken, TRPC_ERR_CONFIG when it is
+ * not one of these sections, TRPC_ERR_INVALID (after printing why on
+ * stderr) for a bad key or value in them.
+ */
+int taskerd_api_config_key(struct taskerd_api *api, const char *section, const char *key,
+                           const char *value);
+
+/*
+ * Builds the credential checker, fills the services' environment and
+ * registers the tasker.v1 services on srv (before trpc_server_start),
+ * with StreamTaskStatus (its own LISTEN connection to database_url) and,
+ * when `health` is not NULL, SERVING in grpc.health.v1 for each.
+ * `environment` (the template environment, may be NULL) must outlive the
+ * server. Returns 0 or a negative code with err set.
+ */
+int taskerd_api_register(struct taskerd_api *api, trpc_server *srv, trpc_health *health,
+                         struct eng *eng, const char *database_url, const char *environment,
+                         struct tk_err *err);
+
+/* After trpc_server_free(). NULL is allowed. */
+void taskerd_api_free(struct taskerd_api *api);
+
+/* The services' environment, for the REST twin (filled by
+ * taskerd_api_register; lives as long as api). */
+struct svc_env *taskerd_api_env(struct taskerd_api *api);
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * backpressure: the queue-depth tier that CreateTask checks before it
+ * admits a task (tasker-api.md §1.12, §6), and the detailed health check
+ * reports.
+ *
+ * The depth is that of the deepest queue of the system (the orchestration
+ * queues and the workers' namespace queues: a backlog anywhere means new
+ * tasks would only wait), read from the database at most once per
+ * SVC_BP_REFRESH_MS by whichever caller finds the value stale; callers
+ * meanwhile use the value in hand, so a request never waits for another's
+ * refresh and the database sees one depth query per second per taskerd,
+ * not one per call.
+ *
+ * Tiers (thresholds from struct svc_env, <= 0 meaning the default):
+ *   normal    depth < warning
+ *   warning   warning <= depth < critical: admitted, reported
+ *   critical  critical <= depth < overflow: CreateTask refused
+ *   overflow  depth >= overflow: refused
+ *   unknown   not read yet, or the read failed: admitted (a database in
+ *             trouble fails the request on its own)
+ */
+#ifndef TK_SVC_BACKPRESSURE_H
+#define TK_SVC_BACKPRESSURE_H
+
+#include <stdint.h>
+
+struct svc_env;
+struct svc_backpressure;
+
+#define SVC_BP_REFRESH_MS       1000
+#define SVC_BP_DEFAULT_WARNING  1000
+#define SVC_BP_DEFAULT_CRITICAL 5000
+#define SVC_BP_DEFAULT_OVERFLOW 10000
+#define SVC_BP_DEFAULT_RETRY_S  5
+
+enum svc_bp_tier {
+	SVC_BP_UNKNOWN = 0,
+	SVC_BP_NORMAL = 1,
+	SVC_BP_WARNING = 2,
+	SVC_BP_CRITICAL = 3,
+	SVC_BP_OVERFLOW = 4
+};
+
+struct svc_bp_status {
+	int tier;                         /* enum svc_bp_tier */
+	int64_t depth;                    /* messages in the deepest queue; -1 when unknown */
+	char queue[64];                   /* its name ("" when unknown) */
+	long warning, critical, overflow; /* the thresholds in force */
+	int retry_after_s;
+};
+
+/* A cache for one engine. NULL when out of memory. */
+struct svc_backpressure *svc_backpressure_new(void);
+void svc_backpressure_free(struct svc_backpressure *bp);
+
+/* The current status (refreshing the cache first when it is stale and no
+ * other thread is doing so). Any thread. With env->backpressure NULL or no
+ * engine the tier is SVC_BP_UNKNOWN. */
+void svc_backpressure_status(struct svc_env *env, struct svc_bp_status *out);
+
+/* "normal", "warning", "critical", "overflow" or "unknown". */
+const char *svc_bp_tier_name(int tier);
+
+#endif
