@@ -160,8 +160,13 @@ tap.ok(rc == 0, "make uninstall DESTDIR=...", out[-3000:])
 left = [rel(p, root1) for p in files_under(root1)]
 tap.ok(left == [rel(os.path.join(conf_dir, "taskerd.conf"), root1)],
        "uninstall leaves only the operator's taskerd.conf", "\n".join(left))
+# The configured directories and their parents may well be named after the
+# package (distcheck's prefix is .../tasker-VERSION/_inst): not ours to remove.
+bases = {os.path.normpath(root1 + DIRS[k]) for k in DIRS
+         if k not in ("pkgdatadir", "srcdir") and DIRS[k].startswith("/")}
 left_dirs = [rel(d, root1) for d, _, _ in os.walk(root1)
-             if re.search(r"tasker", os.path.basename(d)) and d != conf_dir]
+             if re.search(r"tasker", os.path.basename(d)) and d != conf_dir and
+             not any(b == d or b.startswith(d + os.sep) for b in bases)]
 tap.ok(not left_dirs, "uninstall removes the tasker directories", left_dirs)
 
 # A second install over an installed, then edited, sample keeps the edit;
