@@ -214,6 +214,8 @@ struct eng *eng_new(const struct eng_config *cfg, struct tk_err *err)
 	pthread_mutex_init(&e->tpl_mu, NULL);
 	pthread_mutex_init(&e->wake_mu, NULL);
 	pthread_cond_init(&e->wake_cv, NULL);
+	for (int i = 0; i < ENG_WAKE_N; i++)
+		pthread_mutex_init(&e->read_mu[i], NULL);
 	eng_random_uuid(e->processor_uuid);
 	struct db_pool_config pc = {.conninfo = cfg->database_url,
 	                            .size = cfg->pool_size,
@@ -285,6 +287,8 @@ void eng_free(struct eng *e)
 	pthread_mutex_destroy(&e->tpl_mu);
 	pthread_mutex_destroy(&e->wake_mu);
 	pthread_cond_destroy(&e->wake_cv);
+	for (int i = 0; i < ENG_WAKE_N; i++)
+		pthread_mutex_destroy(&e->read_mu[i]);
 	free(e->database_url);
 	free(e);
 }

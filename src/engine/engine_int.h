@@ -42,7 +42,8 @@ struct eng {
 	atomic_int stopping;
 	pthread_mutex_t wake_mu; /* sleeping threads wait on wake_cv */
 	pthread_cond_t wake_cv;
-	unsigned wake_seq[ENG_WAKE_N]; /* notifications seen, per queue (wake_mu) */
+	unsigned wake_seq[ENG_WAKE_N];       /* notifications seen, per queue (wake_mu) */
+	pthread_mutex_t read_mu[ENG_WAKE_N]; /* held by the thread reading the queue */
 };
 
 /* The parsed template of a named task (cached; loaded from the database). */

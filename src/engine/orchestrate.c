@@ -777,7 +777,14 @@ static void consume_loop(struct eng *e, int which, const char *queue,
 	seen = e->wake_seq[which];
 	pthread_mutex_unlock(&e->wake_mu);
 	while (!atomic_load(&e->stopping)) {
+		/* One thread of this process reads a queue at a time: two
+		 * reading at once would split a batch in two statements. */
+		if (pthread_mutex_trylock(&e->read_mu[which]) != 0) {
+			sleep_ms(e, BATCH_WINDOW_MS);
+			continue;
+		}
 		int n = with_pooled(e, queue, consume);
+		pthread_mutex_unlock(&e->read_mu[which]);
 		if (n < 0) {
 			sleep_ms(e, backoff);
 			backoff = backoff < 5000 ? backoff * 2 : 5000;

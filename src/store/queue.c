@@ -118,7 +118,7 @@ int mq_queue_stmt(char *buf, size_t size, const char *op, const char *queue)
 
 	if (!mq_name_valid(queue) || size == 0)
 		return TRPC_ERR_INVALID;
-	n = snprintf(buf, size, "%s:%s", op, queue);
+	n = snprintf(buf, size, "%s.%s", op, queue);
 	if (n < 0 || (size_t)n >= size || n > 63) /* NAMEDATALEN - 1 */
 		return TRPC_ERR_INVALID;
 	for (char *p = buf + strlen(op) + 1; *p != '\0'; p++)
@@ -144,7 +144,7 @@ char *mq_ids_literal(const int64_t *ids, size_t n)
 
 /*
  * q_exec() of a statement about one queue: tmpl as mq_queue_sql() expands
- * it, prepared under "<op>:<queue>".
+ * it, prepared under "<op>.<queue>".
  */
 static PGresult *q_exec_queue(PGconn *conn, const char *op, const char *tmpl, int nparams,
                               const char *const *params, const char *queue, int *rc,

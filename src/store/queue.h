@@ -110,7 +110,7 @@ int mq_metrics(PGconn *conn, const char *queue, struct mq_metrics *out, struct t
 char *mq_queue_sql(const char *tmpl, const char *queue);
 
 /*
- * Writes "<op>:<queue in lower case>" into buf, a statement name for
+ * Writes "<op>.<queue in lower case>" into buf, a statement name for
  * db_exec_prepared(): op at most 14 bytes keeps it within PostgreSQL's 63.
  * Returns 0, or TRPC_ERR_INVALID when it does not fit.
  */

@@ -415,10 +415,18 @@ enum { COL_VERDICT = 5, COL_NS, COL_TASK, COL_VERSION, COL_STEP, COL_INPUT };
 /* Remembers that steps of this key have a handler here. Dispatcher only. */
 static void learn_handled(struct wk_worker *w, const struct wk_step_entry *e)
 {
+	json_t *key =
+	    json_pack("[s, s, s, s]", e->namespace_name, e->task_name, e->version, e->step_name);
+	size_t i;
+	json_t *k;
 	char *text;
 
-	json_array_append_new(w->handled, json_pack("[s, s, s, s]", e->namespace_name, e->task_name,
-	                                            e->version, e->step_name));
+	json_array_foreach(w->handled, i, k) if (json_equal(k, key))
+	{
+		json_decref(key);
+		return;
+	}
+	json_array_append_new(w->handled, key);
 	if ((text = json_dumps(w->handled, JSON_COMPACT)) != NULL) {
 		free(w->handled_text);
 		w->handled_text = text;
@@ -515,14 +523,14 @@ static int claim_by_id(struct wk_worker *w, PGconn *conn, struct job **jobs, siz
 	int rc = TRPC_ERR_NOMEM;
 
 	for (size_t i = 0; i < n; i++)
-		cap += strlen(jobs[i]->msg.message) + 1 + 12;
+		cap += (jobs[i]->msg.message ? strlen(jobs[i]->msg.message) : 4) + 1 + 12;
 	if (ids == NULL || (msgs = malloc(cap)) == NULL || (rcts = malloc(cap)) == NULL)
 		goto out;
 	msgs[len++] = '[';
 	for (size_t i = 0; i < n; i++) {
 		ids[i] = jobs[i]->msg.msg_id;
 		len += (size_t)snprintf(msgs + len, cap - len, "%s%s", i > 0 ? "," : "",
-		                        jobs[i]->msg.message);
+		                        jobs[i]->msg.message ? jobs[i]->msg.message : "null");
 	}
 	snprintf(msgs + len, cap - len, "]");
 	len = 0;

@@ -1,16 +1,21 @@
 /*
  * worker: claims steps from the namespace queues, runs their handlers and
- * reports the results (the protocol is in migrations/0007_worker.sql).
+ * reports the results (the protocol is in migrations/0007_worker.sql; the
+ * batch statements used here in 0010_fast_path.sql).
  *
  * Threads (all started by wk_worker_start):
  *   dispatcher  LISTENs on pgmq_message_ready.<namespace> and polls the
  *               queues worker_<namespace>_queue (at once after a
- *               notification, otherwise every poll_interval); reads at
- *               most as many messages as there are idle handler threads,
- *               so a message is never hidden from other workers while it
- *               waits here
- *   handlers    `concurrency` threads; each takes one message at a time:
- *               claim, run the handler, report
+ *               notification, otherwise every poll_interval); reads and
+ *               claims, in one statement, at most as many messages as
+ *               there are idle handler threads, so a message is never
+ *               hidden from other workers while it waits here
+ *   handlers    `concurrency` threads; each runs one claimed step at a
+ *               time and hands its outcome to the reporter
+ *   reporter    writes the outcomes finished meanwhile (after up to a few
+ *               milliseconds' wait for others) with one statement per
+ *               queue, which also archives their messages; falls back to
+ *               one report per step when that statement fails
  *   leases      extends the visibility timeout of every message in hand
  *               every visibility_timeout / 2, so that a slow but live
  *               worker keeps its steps

@@ -8,10 +8,12 @@
 # temporary directory), applies src/store/migrations/0001, 0002, 0003, 0005
 # and 0006 the way the migration runner does (schema tasker and
 # tasker.schema_migrations first, each file in its own transaction, without
-# 0004), then runs every test file against a fresh copy of that database,
-# then the multi-session tests in concurrent.sh. Every migration file in the
-# directory (other modules' included) is also applied once, in order, to a
-# separate database. The cluster and its directory are removed on exit.
+# 0004), then runs every test file against a fresh copy of that database
+# (a file whose first line is "-- migrations: all": of a database with every
+# migration of the directory), then the multi-session tests in concurrent.sh.
+# Every migration file in the directory (other modules' included) is also
+# applied once, in order, to a separate database. The cluster and its
+# directory are removed on exit.
 #
 # Environment: PG_BINDIR (default /usr/lib/postgresql/15/bin),
 # TASKER_MIGRATIONS_DIR (default <source tree>/src/store/migrations),
@@ -196,7 +198,6 @@ if [ "$all_migrations" != " $own_migrations" ]; then
 	# shellcheck disable=SC2086
 	tap_check "all migrations in the directory apply in order:$all_migrations" \
 		apply_migrations tasker_all $all_migrations
-	pg postgres -c "DROP DATABASE tasker_all" >/dev/null
 else
 	tap_n=$((tap_n + 1))
 	echo "ok $tap_n - all migrations in the directory apply in order # SKIP no other migrations present"
@@ -209,6 +210,15 @@ if [ "$tap_failed" -ne 0 ]; then
 fi
 
 pg tasker_template -f "$here/lib/tap.sql" >/dev/null || { echo "Bail out! tap.sql failed"; exit 1; }
+# Test files whose first line says "-- migrations: all" run on a copy of
+# the database with every migration of the directory (the engine's batch
+# functions of 0010 need the queues of 0004 and the worker functions of 0007).
+if ! pg postgres -At -c "SELECT 1 FROM pg_database WHERE datname = 'tasker_all'" | grep -q 1; then
+	pg postgres -c "CREATE DATABASE tasker_all" >/dev/null
+	# shellcheck disable=SC2086
+	apply_migrations tasker_all $all_migrations >/dev/null || { echo "Bail out! migrations do not apply"; exit 1; }
+fi
+pg tasker_all -f "$here/lib/tap.sql" >/dev/null || { echo "Bail out! tap.sql failed"; exit 1; }
 
 # --------------------------------------------------------------- test files
 if [ $# -gt 0 ]; then files=("$@"); else files=("$here"/[0-9]*.sql); fi
@@ -217,7 +227,9 @@ for f in "${files[@]}"; do
 	db_n=$((db_n + 1))
 	db=tasker_test_$db_n
 	name=$(basename "$f")
-	pg postgres -c "CREATE DATABASE $db TEMPLATE tasker_template" >/dev/null
+	template=tasker_template
+	if head -n 1 "$f" | grep -q -- '-- migrations: all'; then template=tasker_all; fi
+	pg postgres -c "CREATE DATABASE $db TEMPLATE $template" >/dev/null
 	out=$(pg "$db" -At -f "$f" 2>"$work/stderr")
 	rc=$?
 	echo "# $name"

@@ -7,7 +7,8 @@ with log_min_duration_statement=0 and log_line_prefix='%m [%p] %a: '
 
 Per program (application_name): round trips, transactions and the server
 time of its statements, per step; then its statements, most expensive
-first. A round trip is one "execute" (extended protocol: libpq sends
+first. A transaction is a BEGIN, or a statement run outside BEGIN ... COMMIT
+(autocommit: the batch functions of migration 0010 are one statement each). A round trip is one "execute" (extended protocol: libpq sends
 Parse/Bind/Execute/Sync, or Bind/Execute/Sync for a prepared statement, in
 one go and waits once) or one simple-protocol "statement", plus the
 separate PQprepare of a named statement. Server time is the sum of the
@@ -39,7 +40,8 @@ def main():
     a = ap.parse_args()
 
     trips = collections.Counter()          # app -> round trips
-    xacts = collections.Counter()          # app -> BEGINs
+    xacts = collections.Counter()          # app -> transactions
+    in_tx = {}                             # pid -> inside BEGIN ... COMMIT
     ms = collections.Counter()             # app -> server ms
     stmt_n = collections.Counter()         # (app, key) -> executions
     stmt_ms = collections.Counter()        # (app, key) -> server ms
@@ -48,7 +50,7 @@ def main():
             m = LINE.match(line.rstrip("\n"))
             if not m:
                 continue
-            _, app, dur, phase, name, sql = m.groups()
+            pid, app, dur, phase, name, sql = m.groups()
             app = app or "(none)"
             if app in ("psql", "sqlbench", "tasker-migrate"):
                 continue
@@ -61,7 +63,15 @@ def main():
                 trips[app] += 1
                 if phase != "parse":
                     stmt_n[(app, key)] += 1
-                if key.upper() in ("BEGIN", "START TRANSACTION"):
+                word = " ".join(sql.split()).upper()
+                if phase == "parse":
+                    pass
+                elif word in ("BEGIN", "START TRANSACTION"):
+                    xacts[app] += 1
+                    in_tx[pid] = True
+                elif word in ("COMMIT", "ROLLBACK", "END"):
+                    in_tx[pid] = False
+                elif not in_tx.get(pid):
                     xacts[app] += 1
 
     steps, tasks = a.steps, a.tasks

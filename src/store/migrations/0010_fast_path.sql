@@ -280,7 +280,9 @@ $$;
 --   p_requests:  [{"i", "named_task_uuid", "identity_strategy", "context",
 --                  "idempotency_key", "initiator", "source_system", "reason",
 --                  "tags", "priority", "correlation_id",
---                  "parent_correlation_id"}, ...]; "i" numbers the requests
+--                  "parent_correlation_id"}, ...]; "i" numbers the requests;
+--                "context" and "tags" are JSON texts (parsed here, as the
+--                one-at-a-time path let PostgreSQL parse them)
 --   p_templates: {"<named_task_uuid>": {"namespace": "<name>",
 --                  "steps": [{"name", "retryable", "max_attempts", "inputs"}, ...],
 --                  "edges": [{"parent", "child"}, ...]}, ...}
