@@ -113,7 +113,9 @@ static int bad_json(struct tk_err *err, const char *what)
 
 /* The full rows of the tasks whose uuids the SQL array expression `ids`
  * yields, in that order. The execution contexts are computed once for the
- * whole set. */
+ * whole set. The WHERE repeats the join on the array itself: without it
+ * the planner, which cannot see into unnest(), hash-joins a sequential
+ * scan of the whole tasks table (GetTask then grows with the table). */
 #define TASK_ROWS_SQL(ids)                                                                         \
 	"WITH ids AS MATERIALIZED (SELECT " ids " AS a), "                                         \
 	"ctx AS MATERIALIZED (SELECT c.* FROM ids, "                                               \
@@ -121,7 +123,8 @@ static int bad_json(struct tk_err *err, const char *what)
 	"SELECT " TASK_COLS " FROM ids CROSS JOIN LATERAL unnest(ids.a) WITH ORDINALITY "          \
 	"AS p(task_uuid, ord) "                                                                    \
 	"JOIN tasker.tasks t ON t.task_uuid = p.task_uuid " TASK_JOINS                             \
-	"LEFT JOIN ctx c ON c.task_uuid = t.task_uuid ORDER BY p.ord"
+	"LEFT JOIN ctx c ON c.task_uuid = t.task_uuid "                                            \
+	"WHERE t.task_uuid = ANY ((SELECT a FROM ids)::uuid[]) ORDER BY p.ord"
 
 void eng_tasks_free(struct eng_task *tasks, size_t n)
 {
