@@ -64,7 +64,7 @@ static int is_oneof(const ProtobufCFieldDescriptor *f)
 }
 
 /* A map field: protoc turns map<K, V> x into repeated XEntry {K key = 1; V value = 2;}. */
-static int is_map(const ProtobufCFieldDescriptor *f)
+int pbjson_is_map(const ProtobufCFieldDescriptor *f)
 {
 	const ProtobufCMessageDescriptor *e = f->descriptor;
 	size_t n;
@@ -567,7 +567,7 @@ static json_t *encode_message(const ProtobufCMessage *m, unsigned flags)
 
 		if (!is_written(m, f, flags))
 			continue;
-		if (is_map(f))
+		if (pbjson_is_map(f))
 			v = map_json(f, m, flags);
 		else if (f->label == PROTOBUF_C_LABEL_REPEATED)
 			v = repeated_json(f, m, flags);
@@ -1193,7 +1193,7 @@ static int decode_field(struct dec *d, const ProtobufCFieldDescriptor *f, const 
 	void *p = member(m, f->offset);
 	int rc;
 
-	if (is_map(f))
+	if (pbjson_is_map(f))
 		return decode_map(d, f, v, m);
 	if (f->label == PROTOBUF_C_LABEL_REPEATED)
 		return decode_repeated(d, f, v, m);

@@ -96,6 +96,9 @@ int pbjson_merge(const json_t *in, ProtobufCMessage *msg, ProtobufCAllocator *al
 int pbjson_set_text(ProtobufCMessage *msg, const char *name, const char *text,
                     ProtobufCAllocator *alloc, unsigned flags, struct tk_err *err);
 
+/* 1 when f is a map field (protoc's repeated XEntry {key = 1; value = 2;}). */
+int pbjson_is_map(const ProtobufCFieldDescriptor *f);
+
 /* The field of d called `name` (proto name or lowerCamelCase json name), or NULL. */
 const ProtobufCFieldDescriptor *pbjson_find_field(const ProtobufCMessageDescriptor *d,
                                                   const char *name);

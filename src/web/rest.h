@@ -123,11 +123,18 @@ typedef int (*rest_handler_fn)(struct rest_request *rq, struct rest_reply *out,
  * collectors), or only the process families when there is no server. */
 int rest_metrics_handler(struct rest_request *rq, struct rest_reply *out, struct svc_result *res);
 
+/* GET /api-docs/openapi.json: the OpenAPI document of the routes this
+ * server serves (openapi.h); GET /api-docs/ui: the page that shows it. */
+int rest_openapi_handler(struct rest_request *rq, struct rest_reply *out, struct svc_result *res);
+int rest_api_docs_ui_handler(struct rest_request *rq, struct rest_reply *out,
+                             struct svc_result *res);
+
 /* Route flags. */
 #define REST_QUERY           0x01u /* query parameters set request fields */
 #define REST_BODY            0x02u /* a JSON body is merged into the request */
 #define REST_CONFIG_ENDPOINT 0x04u /* served only with web.config_endpoint_enabled */
 #define REST_BODY_ON_FAILURE 0x08u /* an UNAVAILABLE operation's filled response is the 503 body */
+#define REST_BODY_BUILT      0x10u /* the builder reads a JSON body in the request message's form */
 
 struct rest_route {
 	const char *method;  /* "GET", "POST", "PATCH", "DELETE" */
@@ -141,6 +148,9 @@ struct rest_route {
 	const char *permission;
 	unsigned flags;
 	int status; /* success status; 0 = 200 */
+	/* for the OpenAPI document (openapi.h) */
+	const char *const *query_params; /* NULL-terminated: query parameters the builder reads */
+	const char *produces;            /* a handler's content type; NULL = application/json */
 };
 
 /* ------------------------------------------------------------------ server */

@@ -11,6 +11,14 @@
 
 #include "web/rest.h"
 
+/* The public documentation routes of both tables (openapi.h). */
+#define REST_API_DOCS_ROUTES                                                                       \
+	{.method = "GET", .pattern = "/api-docs/openapi.json", .handler = rest_openapi_handler},   \
+	{                                                                                          \
+		.method = "GET", .pattern = "/api-docs/ui", .handler = rest_api_docs_ui_handler,   \
+		.produces = "text/html"                                                            \
+	}
+
 extern const struct rest_route rest_worker_routes[];
 extern const size_t rest_worker_n_routes;
 

@@ -210,13 +210,16 @@ static int page_of(struct rest_request *rq, long *page, long *per_page, struct s
 	return 0;
 }
 
+/* query parameter -> ListTasksRequest field */
+static const char *const filters[][2] = {
+    {"namespace", "namespace"}, {"status", "states"}, {"initiator", "initiator"}, {"name", "name"}};
+
+/* What page_of and build_list_tasks read, for the OpenAPI document. */
+static const char *const list_tasks_query[] = {"page",      "per_page", "namespace", "status",
+                                               "initiator", "name",     NULL};
+
 static int build_list_tasks(struct rest_request *rq, ProtobufCMessage *req, struct svc_result *res)
 {
-	/* query parameter -> ListTasksRequest field */
-	static const char *const filters[][2] = {{"namespace", "namespace"},
-	                                         {"status", "states"},
-	                                         {"initiator", "initiator"},
-	                                         {"name", "name"}};
 	Tasker__V1__ListTasksRequest *r = (Tasker__V1__ListTasksRequest *)req;
 	ProtobufCAllocator *a = rest_alloc(rq);
 	Tasker__V1__PaginationRequest *pg;
@@ -398,7 +401,11 @@ const struct rest_route rest_orchestration_routes[] = {
     GET("/health/live", HEALTH, "CheckLiveness", 0),
     GET("/health/ready", HEALTH, "CheckReadiness", REST_BODY_ON_FAILURE),
     GET("/health/detailed", HEALTH, "CheckDetailedHealth", 0),
-    {.method = "GET", .pattern = "/metrics", .handler = rest_metrics_handler},
+    {.method = "GET",
+     .pattern = "/metrics",
+     .handler = rest_metrics_handler,
+     .produces = TRPC_METRICS_CONTENT_TYPE},
+    REST_API_DOCS_ROUTES,
     /* tasks */
     {.method = "POST",
      .pattern = "/v1/tasks",
@@ -406,13 +413,15 @@ const struct rest_route rest_orchestration_routes[] = {
      .rpc = "CreateTask",
      .build = build_create_task,
      .adapt = adapt_create_task,
+     .flags = REST_BODY_BUILT,
      .status = 201},
     {.method = "GET",
      .pattern = "/v1/tasks",
      .service = TASKS,
      .rpc = "ListTasks",
      .build = build_list_tasks,
-     .adapt = adapt_list_tasks},
+     .adapt = adapt_list_tasks,
+     .query_params = list_tasks_query},
     {.method = "GET",
      .pattern = "/v1/tasks/{task_uuid}",
      .service = TASKS,
@@ -432,7 +441,8 @@ const struct rest_route rest_orchestration_routes[] = {
      .pattern = "/v1/tasks/{task_uuid}/workflow_steps/{step_uuid}",
      .service = STEPS,
      .rpc = "ResolveStep",
-     .build = build_resolve_step},
+     .build = build_resolve_step,
+     .flags = REST_BODY_BUILT},
     GET("/v1/tasks/{task_uuid}/workflow_steps/{step_uuid}/audit", STEPS, "GetStepAudit", 0),
     /* templates, analytics */
     GET("/v1/templates", TEMPLATES, "ListTemplates", REST_QUERY),

@@ -3,7 +3,9 @@
  * of src/services/worker/. Public: /health, /health/live, /health/ready
  * (503 with the checks when not ready), /health/detailed, /metrics (the
  * gRPC server's families and the worker's), /metrics/worker (the worker's
- * alone). Protected: the templates (worker:templates_read), their
+ * alone), /api-docs/openapi.json and /api-docs/ui. No /metrics/events:
+ * the worker's LISTEN/NOTIFY dispatcher keeps no counters to show
+ * (worker/status.h), and a figure made up here would mislead. Protected: the templates (worker:templates_read), their
  * validation (templates:validate) and, when web.config_endpoint_enabled,
  * /config (worker:config_read).
  */
@@ -58,8 +60,15 @@ const struct rest_route rest_worker_routes[] = {
      .pattern = "/health/detailed",
      .service = HEALTH,
      .rpc = "CheckDetailedHealth"},
-    {.method = "GET", .pattern = "/metrics", .handler = rest_metrics_handler},
-    {.method = "GET", .pattern = "/metrics/worker", .handler = on_worker_metrics},
+    {.method = "GET",
+     .pattern = "/metrics",
+     .handler = rest_metrics_handler,
+     .produces = TRPC_METRICS_CONTENT_TYPE},
+    {.method = "GET",
+     .pattern = "/metrics/worker",
+     .handler = on_worker_metrics,
+     .produces = TRPC_METRICS_CONTENT_TYPE},
+    REST_API_DOCS_ROUTES,
     {.method = "GET",
      .pattern = "/v1/templates",
      .service = TEMPLATES,
