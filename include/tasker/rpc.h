@@ -130,6 +130,12 @@ struct trpc_server_config {
 	char *log_file;         /* append log lines here instead of stderr; reopened on SIGHUP */
 	int log_access;         /* one log line per finished call */
 	char *metrics_listen;   /* host:port of the programs' /metrics listener; NULL = none */
+	int ratelimit_enabled;  /* per-client token buckets; default off */
+	int ratelimit_rate;     /* tokens per second per client and service, default 100 */
+	int ratelimit_burst;    /* bucket size; 0 = the rate */
+	int ratelimit_key;      /* 0 = peer IP at dispatch, 1 = identity (trpc_call_rate_check) */
+	char *
+	    ratelimit_services; /* per-service overrides "pkg.Svc=rate[/burst], ..."; rate 0: none */
 };
 
 TRPC_API void trpc_server_config_init(struct trpc_server_config *cfg);
@@ -261,6 +267,27 @@ TRPC_API const char *trpc_call_method(const trpc_call *call);   /* "/pkg.Svc/Met
 TRPC_API const char *trpc_call_peer(const trpc_call *call);     /* "ipv4:1.2.3.4:5" */
 TRPC_API const char *trpc_call_identity(const trpc_call *call); /* NULL when anonymous */
 TRPC_API int trpc_call_set_identity(trpc_call *call, const char *identity);
+
+/*
+ * Rate limiting (ratelimit.* keys). Every (service, client) pair has a
+ * token bucket of ratelimit.burst tokens refilled at ratelimit.rate per
+ * second (or the service's override in ratelimit.services).
+ *
+ * With ratelimit.key = peer the runtime itself takes a token, keyed by the
+ * peer's IP address, when it dispatches a call, before the handler runs;
+ * an empty bucket fails the call with RESOURCE_EXHAUSTED and the trailers
+ * grpc-retry-pushback-ms (milliseconds) and retry-after (seconds).
+ *
+ * With ratelimit.key = identity nothing happens at dispatch: a service
+ * binding calls trpc_call_rate_check() right after authentication with the
+ * authenticated subject (NULL: anonymous, keyed by the peer IP). It returns
+ * 0 when the call may go on, or TRPC_ERR_UNAVAILABLE after finishing the
+ * call with RESOURCE_EXHAUSTED and the retry hints (the handler must then
+ * not touch the call again). It is a no-op returning 0 in peer mode or when
+ * rate limiting is off. Services whose binding never calls it are not
+ * limited in identity mode.
+ */
+TRPC_API int trpc_call_rate_check(trpc_call *call, const char *identity);
 TRPC_API const char *trpc_call_tls_peer_subject(const trpc_call *call); /* mTLS subject or NULL */
 /* Absolute deadline on CLOCK_MONOTONIC in ns; INT64_MAX when none. */
 TRPC_API int64_t trpc_call_deadline(const trpc_call *call);
@@ -337,6 +364,33 @@ typedef void (*trpc_reload_fn)(trpc_server *srv, void *ud);
 TRPC_API void trpc_server_set_on_reload(trpc_server *srv, trpc_reload_fn fn, void *ud);
 
 TRPC_API void trpc_server_free(trpc_server *srv);
+
+/*
+ * The server's rate limiter outside a gRPC call (the REST side): takes one
+ * token from the bucket of (service, client_key). Returns 0 when allowed
+ * (also when rate limiting is off or the service is not limited), or
+ * TRPC_ERR_UNAVAILABLE with *retry_ms (may be NULL) set to the wait until
+ * the next token. Any thread.
+ */
+TRPC_API int trpc_ratelimit_take(trpc_server *srv, const char *service, const char *client_key,
+                                 int64_t *retry_ms);
+/* 1 when limits are on and keyed by the authenticated identity
+ * (ratelimit.key = identity), 0 otherwise: then key by the peer IP. */
+TRPC_API int trpc_ratelimit_by_identity(trpc_server *srv);
+
+/*
+ * Applies what can change on a running server from `new_cfg` (validated
+ * by trpc_server_config_load): the TLS certificate, key and client CA (a
+ * new context for new connections; open connections keep theirs), the
+ * log level and format, and the rate limits. Nothing is applied unless
+ * everything can be: on failure it returns TRPC_ERR_TLS, TRPC_ERR_CONFIG
+ * or TRPC_ERR_NOMEM with *why (thread-local) naming the problem, and the
+ * old settings stay. Keys that need a restart (listeners, thread counts,
+ * HTTP/2 limits) are logged as a warning and ignored. Any thread but the
+ * server's own.
+ */
+TRPC_API int trpc_server_reload(trpc_server *srv, const struct trpc_server_config *new_cfg,
+                                const char **why);
 
 /* Runs `fn(arg)` on the worker pool (for handlers that defer work). */
 TRPC_API int trpc_server_submit(trpc_server *srv, void (*fn)(void *arg), void *arg);

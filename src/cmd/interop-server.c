@@ -15,9 +15,12 @@
  *   --tls_key_file F    PEM private key for --use_tls
  *   --io_threads N      I/O threads (0 = one per CPU)
  *   --workers N         handler threads (0 = one per CPU)
+ *   --config F          INI configuration file, read again on SIGHUP
  * Every other "--section.key=value" goes to trpc_server_config_load().
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -729,6 +732,7 @@ struct options {
 	const char *tls_key_file;
 	const char *io_threads;
 	const char *workers;
+	const char *config;
 };
 
 enum opt_kind { OPT_STRING = 1, OPT_PORT = 2, OPT_BOOL = 3 };
@@ -753,17 +757,18 @@ static const struct opt_def opt_defs[] = {
     OPT("tls_key_file", OPT_STRING, tls_key_file, "tls", "key_file"),
     OPT("io_threads", OPT_STRING, io_threads, "server", "io_threads"),
     OPT("workers", OPT_STRING, workers, "server", "workers"),
+    OPT("config", OPT_STRING, config, NULL, NULL),
 };
 
 #define N_OPT_DEFS (sizeof opt_defs / sizeof opt_defs[0])
 
 static void usage(FILE *f, const char *prog)
 {
-	fprintf(
-	    f,
-	    "usage: %s [--host H] [--port N] [--use_tls[=BOOL]] [--tls_cert_file F]\n"
-	    "       [--tls_key_file F] [--io_threads N] [--workers N] [--section.key=value ...]\n",
-	    prog);
+	fprintf(f,
+	        "usage: %s [--host H] [--port N] [--use_tls[=BOOL]] [--tls_cert_file F]\n"
+	        "       [--tls_key_file F] [--io_threads N] [--workers N] [--config F]\n"
+	        "       [--section.key=value ...]\n",
+	        prog);
 }
 
 static const struct opt_def *opt_find(const char *name, size_t len)
@@ -918,6 +923,39 @@ static int apply_options(struct trpc_server_config *cfg, const struct options *o
 
 /* ============================================================ main */
 
+/* What a reload reads again: the file, the overrides and the flags. */
+struct reload_src {
+	const struct options *opts;
+	int argc;
+	char **argv;
+};
+
+/* Builds the configuration the way main() does; cfg is initialised here. */
+static int load_config(struct trpc_server_config *cfg, const struct reload_src *rs,
+                       const char **why)
+{
+	trpc_server_config_init(cfg);
+	int rc =
+	    trpc_server_config_load(cfg, rs->opts->config, rs->argc, rs->argv, NULL, NULL, why);
+	if (rc == 0)
+		rc = apply_options(cfg, rs->opts, why);
+	return rc;
+}
+
+/* SIGHUP: the whole new configuration is checked before any of it applies. */
+static void on_reload(trpc_server *srv, void *ud)
+{
+	struct trpc_server_config cfg;
+	const char *why = NULL;
+	int rc = load_config(&cfg, ud, &why);
+	if (rc == 0)
+		rc = trpc_server_reload(srv, &cfg, &why);
+	if (rc != 0)
+		trpc_log(TRPC_LOG_ERROR, "reload rejected, keeping the old configuration: %s",
+		         why != NULL ? why : trpc_strerror(rc));
+	trpc_server_config_clear(&cfg);
+}
+
 /* Registers TestService, health and reflection. */
 static int register_services(trpc_server *srv, const struct trpc_service *svc, const char **why)
 {
@@ -970,6 +1008,15 @@ int main(int argc, char **argv)
 	struct metrics_http *metrics = NULL;
 	int n, rc;
 
+	/* Before any thread exists: every thread inherits the mask, so a
+	 * SIGHUP or SIGTERM that comes during start-up waits for
+	 * trpc_server_run_until_signal instead of killing the process. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	n = parse_args(argc, argv, &opts);
 	if (n <= 0) {
 		if (n < 0) {
@@ -977,11 +1024,8 @@ int main(int argc, char **argv)
 		}
 		return n < 0 ? 2 : 0;
 	}
-	trpc_server_config_init(&cfg);
-	rc = trpc_server_config_load(&cfg, NULL, n, argv, NULL, NULL, &why);
-	if (rc == 0) {
-		rc = apply_options(&cfg, &opts, &why);
-	}
+	struct reload_src rs = {.opts = &opts, .argc = n, .argv = argv};
+	rc = load_config(&cfg, &rs, &why);
 	if (rc < 0) {
 		fprintf(stderr, "%s: %s\n", argv[0], why != NULL ? why : trpc_strerror(rc));
 		goto fail_config;
@@ -1007,6 +1051,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", argv[0], why != NULL ? why : trpc_strerror(rc));
 		goto fail_server;
 	}
+	trpc_server_set_on_reload(srv, on_reload, &rs);
 	rc = trpc_server_run_until_signal(srv);
 	if (rc < 0) {
 		fprintf(stderr, "%s: %s\n", argv[0], trpc_strerror(rc));

@@ -126,8 +126,18 @@ static int parse_own_options(int argc, char **argv, char **rest, int *nrest,
 }
 
 /* Loads every source into wcfg (and the runtime's keys into rcfg). Returns 0 or 2. */
+/* What SIGHUP reads again: the same file, environment and options. */
+struct reload_src {
+	const char *config_path;
+	int nrest;
+	char **rest; /* owned */
+	struct worker_services *api;
+};
+
+/* Loads the configuration; on success (-1) src keeps the file and the
+ * options for reloads. */
 static int load_config(int argc, char **argv, struct wk_settings *wcfg,
-                       struct trpc_server_config *rcfg)
+                       struct trpc_server_config *rcfg, struct reload_src *src)
 {
 	const char *config_path = getenv("TASKER_CONFIG"), *why = NULL;
 	int explicit_config = config_path != NULL, nrest = 0, rc;
@@ -154,8 +164,68 @@ static int load_config(int argc, char **argv, struct wk_settings *wcfg,
 		free(rest);
 		return 2;
 	}
-	free(rest);
+	src->config_path = config_path;
+	src->nrest = nrest;
+	src->rest = rest;
 	return -1;
+}
+
+/* ------------------------------------------------------------------ SIGHUP */
+
+struct reload_extra {
+	struct wk_settings cfg;
+	struct worker_services_keys *keys;
+	const char *why;
+};
+
+static int on_reload_extra(void *ud, const char *section, const char *key, const char *value)
+{
+	struct reload_extra *x = ud;
+	int rc = wk_settings_set(&x->cfg, section, key, value, &x->why);
+
+	return rc == TRPC_ERR_CONFIG
+	           ? worker_services_keys_set(x->keys, section, key, value, &x->why)
+	           : rc;
+}
+
+/*
+ * Reads the configuration again; when all of it is valid, applies [auth],
+ * TLS files, log level and rate limits (worker_services_reload), else logs
+ * why and keeps the configuration in force. [worker], [database] and
+ * [web] need a restart.
+ */
+static void reload(const struct reload_src *src)
+{
+	struct reload_extra x = {0};
+	struct trpc_server_config rcfg;
+	const char *why = "out of memory";
+
+	trpc_server_config_init(&rcfg);
+	if (wk_settings_init(&x.cfg) != 0) {
+		trpc_log(TRPC_LOG_ERROR, "reload rejected: out of memory");
+		trpc_server_config_clear(&rcfg);
+		return;
+	}
+	if ((x.keys = worker_services_keys_new()) == NULL)
+		goto fail;
+	if (wk_settings_from_env(&x.cfg, &why) != 0 ||
+	    trpc_server_config_load(&rcfg, src->config_path, src->nrest, src->rest, on_reload_extra,
+	                            &x, &why) != 0 ||
+	    wk_settings_check(&x.cfg, &why) != 0)
+		goto fail;
+	if (x.cfg.grpc_bind_address != NULL &&
+	    trpc_server_config_set(&rcfg, "server", "listen", x.cfg.grpc_bind_address, &why) != 0)
+		goto fail;
+	if (worker_services_reload(src->api, x.keys, &rcfg, &why) != 0)
+		goto fail;
+	goto out;
+fail:
+	trpc_log(TRPC_LOG_ERROR, "reload rejected, keeping the old configuration: %s%s%s%s", why,
+	         x.why != NULL ? " (" : "", x.why != NULL ? x.why : "", x.why != NULL ? ")" : "");
+out:
+	worker_services_keys_free(x.keys);
+	wk_settings_clear(&x.cfg);
+	trpc_server_config_clear(&rcfg);
 }
 
 /* ------------------------------------------------------------------ namespaces */
@@ -246,16 +316,21 @@ static void join_names(const struct names *ns, char *buf, size_t size)
 /* ------------------------------------------------------------------ running */
 
 /* Waits for the first SIGTERM/SIGINT, then shuts down as the header says. */
-static int run_until_signal(struct wk_worker *w, const sigset_t *set, int shutdown_timeout_ms)
+static int run_until_signal(struct wk_worker *w, const sigset_t *set, int shutdown_timeout_ms,
+                            const struct reload_src *src)
 {
 	struct timespec zero = {0, 0};
 	int64_t deadline;
 	int sig, idle = 0;
 
-	/* SIGHUP only reopens the log file (after rotation). */
-	while ((sig = sigwaitinfo(set, NULL)) == SIGHUP || (sig == -1 && errno == EINTR))
-		if (sig == SIGHUP && trpc_log_reopen() != 0)
+	/* SIGHUP reopens the log file (after rotation), then reloads. */
+	while ((sig = sigwaitinfo(set, NULL)) == SIGHUP || (sig == -1 && errno == EINTR)) {
+		if (sig != SIGHUP)
+			continue;
+		if (trpc_log_reopen() != 0)
 			trpc_log(TRPC_LOG_ERROR, "SIGHUP: cannot reopen the log file");
+		reload(src);
+	}
 	trpc_log(TRPC_LOG_INFO, "%s: no longer claiming; waiting up to %d ms for running steps",
 	         strsignal(sig), shutdown_timeout_ms);
 	sdn_stopping("stopping: waiting up to %d ms for running steps", shutdown_timeout_ms);
@@ -325,6 +400,7 @@ int main(int argc, char **argv)
 	struct metrics_db *mdb = NULL;
 	struct metrics_http *metrics = NULL;
 	struct tk_err err;
+	struct reload_src reload_src = {0};
 	sigset_t set;
 	char list[512];
 	int rc = 1;
@@ -344,7 +420,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": out of memory\n");
 		goto out_cfg;
 	}
-	if ((rc = load_config(argc, argv, &cfg, &rcfg)) >= 0)
+	if ((rc = load_config(argc, argv, &cfg, &rcfg, &reload_src)) >= 0)
 		goto out_cfg;
 	rc = 1;
 
@@ -413,7 +489,8 @@ int main(int argc, char **argv)
 	sdn_ready("serving namespace(s) %s", list);
 	sdn_watchdog_start(NULL, NULL);
 
-	if (!run_until_signal(w, &set, cfg.shutdown_timeout_ms)) {
+	reload_src.api = api;
+	if (!run_until_signal(w, &set, cfg.shutdown_timeout_ms, &reload_src)) {
 		wk_worker_abandon(w);
 		trpc_log(TRPC_LOG_WARN, "exiting with steps given up");
 		/* Handler threads may still be inside plugin code: do not free under them. */
@@ -436,5 +513,6 @@ out_cfg:
 	worker_services_stop(NULL); /* the API's settings */
 	wk_settings_clear(&cfg);
 	trpc_server_config_clear(&rcfg);
+	free(reload_src.rest);
 	return rc;
 }

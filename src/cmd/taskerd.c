@@ -20,6 +20,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@
 #include "common/sdnotify.h"
 #include "engine/engine.h"
 #include "tasker/rpc.h"
+#include "web/rest.h"
 
 extern const unsigned char std_descriptor_set[];
 extern const unsigned long std_descriptor_set_len;
@@ -166,6 +169,72 @@ static int apply_environment(struct taskerd_opts *o)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ SIGHUP */
+
+/* What a reload reads again: the same file, environment and options. */
+struct reload_src {
+	const char *config_path;
+	int nrest;
+	char **rest;
+	struct taskerd_api *api;
+};
+
+/* Keys collected by a reload; [web] lands in a scratch copy (the REST
+ * listener's settings need a restart) so that it is checked only. */
+struct reload_opts {
+	struct taskerd_opts o; /* first: on_extra_key takes it as its base */
+	struct rest_config web;
+};
+
+static int on_reload_key(void *ud, const char *section, const char *key, const char *value)
+{
+	struct reload_opts *r = ud;
+	const char *why = NULL;
+
+	if (strcmp(section, "web") != 0)
+		return on_extra_key(&r->o, section, key, value);
+	int rc = rest_config_set(&r->web, section, key, value, &why);
+	if (rc == TRPC_ERR_INVALID)
+		trpc_log(TRPC_LOG_ERROR, "reload: %s.%s: \"%s\": %s", section, key, value, why);
+	return rc;
+}
+
+/*
+ * SIGHUP: reads the configuration again and applies TLS files, log level,
+ * rate limits and [auth] (taskerd_api_reload) only when all of it is
+ * valid; otherwise logs why and keeps the configuration in force.
+ */
+static void on_reload(trpc_server *srv, void *ud)
+{
+	struct reload_src *src = ud;
+	struct reload_opts r;
+	struct trpc_server_config cfg;
+	const char *why = "out of memory";
+
+	memset(&r, 0, sizeof r);
+	eng_config_init(&r.o.eng);
+	trpc_server_config_init(&cfg);
+	if (trpc_server_config_set(&cfg, "server", "listen", "0.0.0.0:9090", &why) != 0 ||
+	    apply_environment(&r.o) != 0 || (r.o.api = taskerd_api_new()) == NULL ||
+	    rest_config_init(&r.web, "0.0.0.0:8080") != 0)
+		goto fail;
+	if (trpc_server_config_load(&cfg, src->config_path, src->nrest, src->rest, on_reload_key,
+	                            &r, &why) != 0)
+		goto fail;
+	if (r.o.grpc_bind != NULL &&
+	    trpc_server_config_set(&cfg, "server", "listen", r.o.grpc_bind, &why) != 0)
+		goto fail;
+	if (taskerd_api_reload(src->api, r.o.api, srv, &cfg, &why) != 0)
+		goto fail;
+	goto out;
+fail:
+	trpc_log(TRPC_LOG_ERROR, "reload rejected, keeping the old configuration: %s", why);
+out:
+	rest_config_clear(&r.web);
+	trpc_server_config_clear(&cfg);
+	opts_free(&r.o);
+}
+
 int main(int argc, char **argv)
 {
 	const char *config_path = getenv("TASKER_CONFIG");
@@ -261,6 +330,15 @@ int main(int argc, char **argv)
 	o.eng.database_url = o.database_url;
 	o.eng.template_path = o.template_path;
 	o.eng.environment = o.environment;
+	/* Before the engine and the server start threads: they inherit the
+	 * mask, so a SIGHUP or SIGTERM during start-up waits for
+	 * trpc_server_run_until_signal instead of killing the process. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	struct eng *eng = eng_new(&o.eng, &err);
 	if (eng == NULL) {
 		fprintf(stderr, "taskerd: %s\n", err.msg);
@@ -301,6 +379,8 @@ int main(int argc, char **argv)
 	sdn_server_ready(srv, "orchestrating; serving gRPC on %s (port %d)",
 	                 cfg.listen != NULL ? cfg.listen : cfg.tls_listen,
 	                 trpc_server_port(srv, cfg.listen == NULL, 0));
+	struct reload_src reload = {config_path, nrest, rest, o.api};
+	trpc_server_set_on_reload(srv, on_reload, &reload);
 	rc = trpc_server_run_until_signal(srv) == 0 ? 0 : 1;
 out_srv:
 	taskerd_rest_stop(web);

@@ -188,6 +188,36 @@ int taskerd_api_register(struct taskerd_api *api, trpc_server *srv, trpc_health 
 	return 0;
 }
 
+int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_server *srv,
+                       const struct trpc_server_config *cfg, const char **why)
+{
+	static __thread char buf[600];
+	struct tk_err err = {0};
+
+	if (api->env.auth == NULL) {
+		*why = "the API is not started";
+		return TRPC_ERR_STATE;
+	}
+	if (auth_reload(api->env.auth, fresh->auth_cfg, &err) != 0) {
+		snprintf(buf, sizeof buf, "auth: %s", err.msg);
+		*why = buf;
+		return err.code != 0 ? err.code : TRPC_ERR_CONFIG;
+	}
+	int rc = trpc_server_reload(srv, cfg, why);
+	if (rc != 0) {
+		struct tk_err back = {0};
+		if (auth_reload(api->env.auth, api->auth_cfg, &back) != 0)
+			trpc_log(TRPC_LOG_ERROR, "reload: cannot restore the previous auth: %s",
+			         back.msg);
+		return rc;
+	}
+	/* The new auth settings are now the ones in force. */
+	struct auth_config *old = api->auth_cfg;
+	api->auth_cfg = fresh->auth_cfg;
+	fresh->auth_cfg = old;
+	return 0;
+}
+
 struct svc_env *taskerd_api_env(struct taskerd_api *api)
 {
 	return &api->env;

@@ -49,6 +49,17 @@ int taskerd_api_register(struct taskerd_api *api, trpc_server *srv, trpc_health 
                          struct eng *eng, const char *database_url, const char *environment,
                          struct tk_err *err);
 
+/*
+ * SIGHUP: applies a configuration read again into `fresh` (a second api
+ * that only collected keys) and `cfg`: the [auth] settings (auth_reload)
+ * and what trpc_server_reload takes (TLS files, log level, rate limits).
+ * All or nothing: when the runtime refuses cfg, the auth settings in
+ * force before are restored. Returns 0, or a negative code with *why
+ * (thread-local or static). [backpressure] needs a restart.
+ */
+int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_server *srv,
+                       const struct trpc_server_config *cfg, const char **why);
+
 /* After trpc_server_free(). NULL is allowed. */
 void taskerd_api_free(struct taskerd_api *api);
 

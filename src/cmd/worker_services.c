@@ -43,7 +43,7 @@ static const struct svc_table *const tables[] = {
 
 /* The settings of the process's one API, filled by the loader before
  * anything starts and read by worker_services_start(). */
-static struct {
+struct api_settings {
 	int ready, failed;
 	struct rest_config rest;
 	int web_bind_set;
@@ -51,33 +51,34 @@ static struct {
 	int check_timeout_ms;
 	struct auth_config *auth;
 	char why[300];
-} settings;
+};
+static struct api_settings settings;
 
-static int settings_init(void)
+static int settings_init(struct api_settings *st)
 {
-	if (settings.ready)
+	if (st->ready)
 		return 0;
-	if (settings.failed)
+	if (st->failed)
 		return TRPC_ERR_NOMEM;
-	settings.grpc_enabled = 1;
-	settings.check_timeout_ms = 2000;
-	if (rest_config_init(&settings.rest, DEFAULT_WEB_BIND) != 0 ||
-	    (settings.auth = auth_config_new("worker")) == NULL) {
-		rest_config_clear(&settings.rest);
-		settings.failed = 1;
+	st->grpc_enabled = 1;
+	st->check_timeout_ms = 2000;
+	if (rest_config_init(&st->rest, DEFAULT_WEB_BIND) != 0 ||
+	    (st->auth = auth_config_new("worker")) == NULL) {
+		rest_config_clear(&st->rest);
+		st->failed = 1;
 		return TRPC_ERR_NOMEM;
 	}
-	settings.ready = 1;
+	st->ready = 1;
 	return 0;
 }
 
-static void settings_clear(void)
+static void settings_clear(struct api_settings *st)
 {
-	if (!settings.ready)
+	if (!st->ready)
 		return;
-	rest_config_clear(&settings.rest);
-	auth_config_free(settings.auth);
-	memset(&settings, 0, sizeof(settings));
+	rest_config_clear(&st->rest);
+	auth_config_free(st->auth);
+	memset(st, 0, sizeof(*st));
 }
 
 static int parse_bool(const char *v, int *out)
@@ -91,17 +92,18 @@ static int parse_bool(const char *v, int *out)
 	return -1;
 }
 
-static int set_worker_key(const char *key, const char *value, const char **why)
+static int set_worker_key(struct api_settings *st, const char *key, const char *value,
+                          const char **why)
 {
 	char *end;
 	long n;
 
 	if (strcmp(key, "web_bind_address") == 0) {
-		settings.web_bind_set = 1;
-		return rest_config_set_bind(&settings.rest, value);
+		st->web_bind_set = 1;
+		return rest_config_set_bind(&st->rest, value);
 	}
 	if (strcmp(key, "grpc_enabled") == 0) {
-		if (parse_bool(value, &settings.grpc_enabled) != 0)
+		if (parse_bool(value, &st->grpc_enabled) != 0)
 			return *why = "expected true or false", TRPC_ERR_INVALID;
 		return 0;
 	}
@@ -109,22 +111,22 @@ static int set_worker_key(const char *key, const char *value, const char **why)
 		n = strtol(value, &end, 10);
 		if (end == value || *end != '\0' || n < 10 || n > 600000)
 			return *why = "expected milliseconds in 10..600000", TRPC_ERR_INVALID;
-		settings.check_timeout_ms = (int)n;
+		st->check_timeout_ms = (int)n;
 		return 0;
 	}
 	return TRPC_ERR_CONFIG;
 }
 
-int worker_services_set(const char *section, const char *key, const char *value, const char **why)
+/* One key into st (initialised). 0, TRPC_ERR_CONFIG or TRPC_ERR_INVALID. */
+static int settings_set(struct api_settings *st, const char *section, const char *key,
+                        const char *value, const char **why)
 {
 	struct tk_err err;
 
-	if (settings_init() != 0)
-		return TRPC_ERR_NOMEM;
 	if (strcmp(section, "worker") == 0)
-		return set_worker_key(key, value, why);
+		return set_worker_key(st, key, value, why);
 	if (strcmp(section, "web") == 0)
-		return rest_config_set(&settings.rest, section, key, value, why);
+		return rest_config_set(&st->rest, section, key, value, why);
 	if (strcmp(section, "auth") == 0 || strncmp(section, "auth.api_key.", 13) == 0) {
 		char sect[160];
 		const char *name, *dot;
@@ -137,13 +139,20 @@ int worker_services_set(const char *section, const char *key, const char *value,
 			key = dot + 1;
 		}
 		tk_err_clear(&err);
-		if (auth_config_set(settings.auth, section, key, value, &err) == 0)
+		if (auth_config_set(st->auth, section, key, value, &err) == 0)
 			return 0;
-		snprintf(settings.why, sizeof(settings.why), "%s", err.msg);
-		*why = settings.why;
+		snprintf(st->why, sizeof(st->why), "%s", err.msg);
+		*why = st->why;
 		return TRPC_ERR_INVALID;
 	}
 	return TRPC_ERR_CONFIG;
+}
+
+int worker_services_set(const char *section, const char *key, const char *value, const char **why)
+{
+	if (settings_init(&settings) != 0)
+		return TRPC_ERR_NOMEM;
+	return settings_set(&settings, section, key, value, why);
 }
 
 int worker_services_key(size_t i, const char **section, const char **key)
@@ -268,7 +277,7 @@ struct worker_services *worker_services_start(const struct worker_services_args 
 {
 	struct worker_services *s;
 
-	if (settings_init() != 0 || (s = calloc(1, sizeof(*s))) == NULL) {
+	if (settings_init(&settings) != 0 || (s = calloc(1, sizeof(*s))) == NULL) {
 		tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
 		return NULL;
 	}
@@ -300,5 +309,64 @@ void worker_services_stop(struct worker_services *s)
 		wsvc_clear(&s->wsvc);
 		free(s);
 	}
-	settings_clear();
+	settings_clear(&settings);
+}
+
+/* ------------------------------------------------------------------ reload */
+
+struct worker_services_keys {
+	struct api_settings st;
+};
+
+struct worker_services_keys *worker_services_keys_new(void)
+{
+	struct worker_services_keys *k = calloc(1, sizeof(*k));
+	if (k != NULL && settings_init(&k->st) != 0) {
+		free(k);
+		return NULL;
+	}
+	return k;
+}
+
+void worker_services_keys_free(struct worker_services_keys *k)
+{
+	if (k == NULL)
+		return;
+	settings_clear(&k->st);
+	free(k);
+}
+
+int worker_services_keys_set(struct worker_services_keys *k, const char *section, const char *key,
+                             const char *value, const char **why)
+{
+	return settings_set(&k->st, section, key, value, why);
+}
+
+int worker_services_reload(struct worker_services *s, struct worker_services_keys *k,
+                           const struct trpc_server_config *rcfg, const char **why)
+{
+	static __thread char buf[400];
+	struct tk_err err;
+	int rc;
+
+	tk_err_clear(&err);
+	if (auth_reload(s->auth, k->st.auth, &err) != 0) {
+		snprintf(buf, sizeof(buf), "auth: %s", err.msg);
+		*why = buf;
+		return err.code != 0 ? err.code : TRPC_ERR_CONFIG;
+	}
+	/* Without a gRPC server only the logging settings are the runtime's. */
+	rc = s->srv != NULL ? trpc_server_reload(s->srv, rcfg, why) : trpc_log_configure(rcfg, why);
+	if (rc != 0) {
+		tk_err_clear(&err);
+		if (auth_reload(s->auth, settings.auth, &err) != 0)
+			trpc_log(TRPC_LOG_ERROR, "reload: cannot restore the previous auth: %s",
+			         err.msg);
+		return rc;
+	}
+	/* The new auth settings are the ones in force now. */
+	struct auth_config *old = settings.auth;
+	settings.auth = k->st.auth;
+	k->st.auth = old;
+	return 0;
 }

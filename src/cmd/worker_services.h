@@ -65,6 +65,23 @@ struct worker_services;
 struct worker_services *worker_services_start(const struct worker_services_args *a,
                                               struct tk_err *err);
 
+/*
+ * SIGHUP. The keys of a configuration read again go into a scratch set
+ * (worker_services_keys_set, same contract as worker_services_set);
+ * worker_services_reload then applies its [auth] settings (auth_reload)
+ * and what trpc_server_reload takes from rcfg (TLS files, log level, rate
+ * limits): all or nothing, the auth in force is restored when the runtime
+ * refuses rcfg. [worker] and [web] keys are checked only: they need a
+ * restart. Returns 0 or a negative code with *why (thread-local).
+ */
+struct worker_services_keys;
+struct worker_services_keys *worker_services_keys_new(void); /* NULL: out of memory */
+void worker_services_keys_free(struct worker_services_keys *k);
+int worker_services_keys_set(struct worker_services_keys *k, const char *section, const char *key,
+                             const char *value, const char **why);
+int worker_services_reload(struct worker_services *s, struct worker_services_keys *k,
+                           const struct trpc_server_config *rcfg, const char **why);
+
 /* Stops both servers (gracefully) and frees what the start made, the
  * settings included. Before the worker is freed. NULL: only the settings. */
 void worker_services_stop(struct worker_services *s);

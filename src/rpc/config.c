@@ -25,6 +25,7 @@
 
 #include <ini.h>
 
+#include "ratelimit.h"
 #include "tasker/rpc.h"
 
 extern char **environ;
@@ -61,6 +62,8 @@ static const char *const client_auth_names[] = {"none", "optional", "require", N
 static const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 /* Indexed by enum trpc_log_format. */
 static const char *const log_format_names[] = {"text", "json", NULL};
+/* Indexed by enum ratelimit_key_mode. */
+static const char *const ratelimit_key_names[] = {"peer", "identity", NULL};
 
 #define OFF(field) offsetof(struct trpc_server_config, field)
 
@@ -148,6 +151,17 @@ static const struct cfg_row rows[] = {
 
 	{"metrics",   "listen",                   CFG_STRING,   NULL,
 	 OFF(metrics_listen),                  0,     0,        NULL},
+
+	{"ratelimit", "enabled",                  CFG_BOOL,     "false",
+	 OFF(ratelimit_enabled),               0,     1,        NULL},
+	{"ratelimit", "rate",                     CFG_INT,      "100",
+	 OFF(ratelimit_rate),                  1,     INT_MAX,  NULL},
+	{"ratelimit", "burst",                    CFG_INT,      "0",
+	 OFF(ratelimit_burst),                 0,     INT_MAX,  NULL},
+	{"ratelimit", "key",                      CFG_ENUM,     "peer",
+	 OFF(ratelimit_key),                   0,     0,        ratelimit_key_names},
+	{"ratelimit", "services",                 CFG_STRING,   NULL,
+	 OFF(ratelimit_services),              0,     0,        NULL},
 };
 /* clang-format on */
 
@@ -762,6 +776,9 @@ static int check_config(const struct trpc_server_config *cfg)
 	if (cfg->tls_client_auth != TRPC_CLIENT_AUTH_NONE && cfg->tls_client_ca_file == NULL)
 		return fail(TRPC_ERR_CONFIG, "[tls] client_auth = %s needs [tls] client_ca_file",
 		            client_auth_names[cfg->tls_client_auth]);
+	char problem[256];
+	if (ratelimit_check_services(cfg->ratelimit_services, problem, sizeof problem) != 0)
+		return fail(TRPC_ERR_CONFIG, "[ratelimit] services: %s", problem);
 	return 0;
 }
 

@@ -28,6 +28,7 @@
 #include "keepalive.h"
 #include "loop.h"
 #include "pool.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "sockio.h"
 
@@ -144,7 +145,7 @@ int conn_accept(struct loop *l, int fd, const struct sockaddr_storage *sa, int t
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
 	if (tls) {
-		c->ssl = SSL_new(srv->ssl_ctx);
+		c->ssl = server_ssl_new(srv);
 		if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1)
 			goto fail;
 		SSL_set_accept_state(c->ssl);
@@ -725,6 +726,31 @@ static int overloaded(struct loop *l)
 	return pool_overloaded(p) || pool_depth_hint(p) + l->batch.n >= pool_high_watermark(p);
 }
 
+/*
+ * ratelimit.key = peer: one token of the (service, peer IP) bucket per call,
+ * before the handler runs. Returns 1 after rejecting the call.
+ */
+static int rate_limited(struct conn *c, struct trpc_call *call)
+{
+	struct ratelimit *rl = c->loop->srv->ratelimit;
+	if (!ratelimit_active(rl, RATELIMIT_KEY_PEER))
+		return 0;
+	char ip[64];
+	ratelimit_peer_ip(c->peer, ip, sizeof ip);
+	const char *svc = call->method->svc->name;
+	int64_t retry_ms = 0;
+	if (ratelimit_take(rl, svc, strlen(svc), ip, &retry_ms) == 0)
+		return 0;
+	ratelimit_add_hints(call, retry_ms);
+	size_t sz = strlen(ip) + 96;
+	char *msg = arena_alloc(&call->arena, sz);
+	if (msg != NULL)
+		snprintf(msg, sz, "rate limit exceeded for %s; retry in %lld ms", ip,
+		         (long long)retry_ms);
+	reject(call, 200, TRPC_STATUS_RESOURCE_EXHAUSTED, msg ? msg : "rate limit exceeded");
+	return 1;
+}
+
 static void on_request_headers(struct conn *c, struct trpc_call *call)
 {
 	struct trpc_server *srv = c->loop->srv;
@@ -754,6 +780,8 @@ static void on_request_headers(struct conn *c, struct trpc_call *call)
 				snprintf(msg, sz,
 				         known ? "unknown method %s" : "unknown service %s", p);
 			reject(call, 200, TRPC_STATUS_UNIMPLEMENTED, msg ? msg : "unknown method");
+		} else if (rate_limited(c, call)) {
+			/* rate_limited() has set the trailers and the status */
 		} else if (overloaded(c->loop) || atomic_load(&srv->shutting_down)) {
 			char pushback[16];
 			int n =

@@ -22,6 +22,7 @@
 #include "keepalive.h"
 #include "loop.h"
 #include "pool.h"
+#include "ratelimit.h"
 #include "server.h"
 #include "tls.h"
 
@@ -204,6 +205,7 @@ static void copy_config(struct trpc_server_config *dst, const struct trpc_server
 	dst->log_level = dup_or_null(src->log_level);
 	dst->log_file = dup_or_null(src->log_file);
 	dst->metrics_listen = dup_or_null(src->metrics_listen);
+	dst->ratelimit_services = dup_or_null(src->ratelimit_services);
 }
 
 static int online_cpus(void)
@@ -219,6 +221,7 @@ trpc_server *trpc_server_new(const struct trpc_server_config *cfg, const char **
 		*why = "out of memory";
 		return NULL;
 	}
+	pthread_mutex_init(&srv->ssl_mu, NULL);
 	copy_config(&srv->cfg, cfg);
 	metrics_init(&srv->metrics);
 	if (srv->cfg.io_threads <= 0)
@@ -235,6 +238,12 @@ trpc_server *trpc_server_new(const struct trpc_server_config *cfg, const char **
 			trpc_server_free(srv);
 			return NULL;
 		}
+	}
+	srv->ratelimit = ratelimit_new(&srv->cfg);
+	if (srv->ratelimit == NULL) {
+		*why = "out of memory";
+		trpc_server_free(srv);
+		return NULL;
 	}
 	return srv;
 }
@@ -491,6 +500,131 @@ void trpc_server_shutdown(trpc_server *srv)
 	trpc_log(TRPC_LOG_INFO, "stopped");
 }
 
+/* ------------------------------------------------------------------ reload */
+
+/* A setting read once, when threads, listeners or sessions are made. */
+struct restart_key {
+	const char *name;
+	size_t off;
+};
+
+/* clang-format off */
+#define RESTART_KEY(f) {#f, offsetof(struct trpc_server_config, f)}
+/* clang-format on */
+
+/* io_threads and workers first: 0 ("one per CPU") was resolved in the old. */
+static const struct restart_key restart_ints[] = {
+    RESTART_KEY(io_threads),
+    RESTART_KEY(workers),
+    RESTART_KEY(max_connections),
+    RESTART_KEY(max_concurrent_streams),
+    RESTART_KEY(initial_window_size),
+    RESTART_KEY(max_header_list_size),
+    RESTART_KEY(max_recv_message_size),
+    RESTART_KEY(max_send_message_size),
+    RESTART_KEY(keepalive_time_ms),
+    RESTART_KEY(queue_high_watermark),
+    RESTART_KEY(queue_low_watermark),
+};
+
+static const struct restart_key restart_strings[] = {
+    RESTART_KEY(listen),
+    RESTART_KEY(tls_listen),
+    RESTART_KEY(metrics_listen),
+};
+
+static int differs(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+static void warn_restart_keys(const struct trpc_server_config *old,
+                              const struct trpc_server_config *nc)
+{
+	for (size_t i = 0; i < sizeof restart_ints / sizeof restart_ints[0]; i++) {
+		int a = *(const int *)(const void *)((const char *)old + restart_ints[i].off);
+		int b = *(const int *)(const void *)((const char *)nc + restart_ints[i].off);
+		if (a != b && !(b == 0 && i < 2))
+			trpc_log(TRPC_LOG_WARN, "reload: %s changed; ignored until restart",
+			         restart_ints[i].name);
+	}
+	for (size_t i = 0; i < sizeof restart_strings / sizeof restart_strings[0]; i++) {
+		const char *a =
+		    *(char *const *)(const void *)((const char *)old + restart_strings[i].off);
+		const char *b =
+		    *(char *const *)(const void *)((const char *)nc + restart_strings[i].off);
+		if (differs(a, b))
+			trpc_log(TRPC_LOG_WARN, "reload: %s changed; ignored until restart",
+			         restart_strings[i].name);
+	}
+}
+
+/* A new log file must be writable before anything is applied. */
+static int check_log_file(const struct trpc_server_config *nc, const char **why)
+{
+	static __thread char buf[512];
+	if (nc->log_file == NULL)
+		return 0;
+	FILE *f = fopen(nc->log_file, "a");
+	if (f == NULL) {
+		snprintf(buf, sizeof buf, "cannot open log.file %s: %s", nc->log_file,
+		         strerror(errno));
+		*why = buf;
+		return TRPC_ERR_SYSTEM;
+	}
+	fclose(f);
+	return 0;
+}
+
+int trpc_server_reload(trpc_server *srv, const struct trpc_server_config *nc, const char **why)
+{
+	const char *dummy;
+	SSL_CTX *ctx = NULL, *old = NULL;
+	int rc;
+
+	if (why == NULL)
+		why = &dummy;
+	if (srv == NULL || nc == NULL) {
+		*why = "trpc_server_reload: NULL argument";
+		return TRPC_ERR_INVALID;
+	}
+	if ((rc = check_log_file(nc, why)) != 0)
+		return rc;
+	pthread_mutex_lock(&srv->ssl_mu);
+	int tls = srv->ssl_ctx != NULL;
+	pthread_mutex_unlock(&srv->ssl_mu);
+	if (tls && (ctx = tls_server_ctx_new(nc, why)) == NULL)
+		return TRPC_ERR_TLS;
+	if (ratelimit_set_rules(srv->ratelimit, nc) != 0) {
+		SSL_CTX_free(ctx);
+		*why = "out of memory";
+		return TRPC_ERR_NOMEM;
+	}
+	/* Nothing below can fail for a reason checked above. */
+	if (ctx != NULL) {
+		pthread_mutex_lock(&srv->ssl_mu);
+		old = srv->ssl_ctx;
+		srv->ssl_ctx = ctx;
+		pthread_mutex_unlock(&srv->ssl_mu);
+		SSL_CTX_free(old); /* open connections hold their own references */
+	}
+	if (trpc_log_configure(nc, why) != 0)
+		trpc_log(TRPC_LOG_ERROR, "reload: %s", *why);
+	warn_restart_keys(&srv->cfg, nc);
+	trpc_log(TRPC_LOG_INFO, "reload: applied%s; log level %s; rate limiting %s",
+	         ctx != NULL ? " new TLS certificate" : "", nc->log_level ? nc->log_level : "info",
+	         nc->ratelimit_enabled ? "on" : "off");
+	return 0;
+}
+
+SSL *server_ssl_new(trpc_server *srv)
+{
+	pthread_mutex_lock(&srv->ssl_mu);
+	SSL *ssl = SSL_new(srv->ssl_ctx);
+	pthread_mutex_unlock(&srv->ssl_mu);
+	return ssl;
+}
+
 void trpc_server_set_on_reload(trpc_server *srv, trpc_reload_fn fn, void *ud)
 {
 	srv->on_reload = fn;
@@ -552,6 +686,8 @@ void trpc_server_free(trpc_server *srv)
 	free(srv->services);
 	if (srv->ssl_ctx != NULL)
 		SSL_CTX_free(srv->ssl_ctx);
+	pthread_mutex_destroy(&srv->ssl_mu);
+	ratelimit_free(srv->ratelimit);
 	metrics_clear(&srv->metrics);
 	trpc_server_config_clear(&srv->cfg);
 	free(srv);

@@ -50,7 +50,12 @@ struct trpc_server {
 	const struct trpc_service **services;
 	size_t services_len, services_cap;
 
+	/* The context new TLS connections use; replaced by trpc_server_reload.
+	 * An SSL holds its own reference to its context, so a connection keeps
+	 * the old one alive after a swap. ssl_mu guards the pointer only. */
+	pthread_mutex_t ssl_mu;
 	SSL_CTX *ssl_ctx;
+	struct ratelimit *ratelimit;
 
 	struct loop **loops;
 	int nloops;
@@ -73,6 +78,9 @@ struct trpc_server {
 	trpc_reload_fn on_reload;
 	void *on_reload_ud;
 };
+
+/* A new SSL on the current context (which trpc_server_reload may swap). */
+SSL *server_ssl_new(struct trpc_server *srv);
 
 /* Finds the method for a :path, or NULL. Safe from any thread after start. */
 const struct method_entry *server_find_method(const struct trpc_server *srv, const char *path,

@@ -48,6 +48,13 @@ int svc_grpc_authorize(struct svc_env *env, trpc_call *call, const char *permiss
 	if (rc == AUTH_OK && ar.code == AUTH_OK) {
 		char *s = trpc_call_strdup(call, ar.subject[0] ? ar.subject : "anonymous");
 		*subject = s != NULL ? s : "anonymous";
+		/* Access logs and identity-keyed rate limits see the subject;
+		 * an anonymous caller is limited by its address. */
+		const char *id = ar.subject[0] ? ar.subject : NULL;
+		if (id != NULL)
+			(void)trpc_call_set_identity(call, id);
+		if (trpc_call_rate_check(call, id) != 0)
+			return -1; /* finished with RESOURCE_EXHAUSTED */
 		return 0;
 	}
 	if (ar.reason != NULL)

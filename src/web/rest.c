@@ -34,6 +34,7 @@
 
 #include <microhttpd.h>
 
+#include "web/openapi.h"
 #include "web/pbjson.h"
 #include "web/rest.h"
 
@@ -867,6 +868,41 @@ static int authorize(struct rest_request *rq, struct MHD_Connection *c, const ch
 	return -1;
 }
 
+/*
+ * The runtime's rate limiter, with the REST API as the service "rest":
+ * keyed like gRPC calls, by the authenticated subject under
+ * ratelimit.key = identity (the address for anonymous requests), else by
+ * the client's address. Returns 1 after replying 429.
+ */
+static int rate_limited(struct rest_request *rq, struct MHD_Connection *c, enum MHD_Result *ok)
+{
+	trpc_server *srv = rq->srv->env->srv;
+	char ip[64], retry[24];
+	const char *key = ip;
+	int64_t retry_ms = 0;
+	struct headers h = {0};
+
+	if (srv == NULL)
+		return 0;
+	if (trpc_ratelimit_by_identity(srv) && rq->subject[0] != '\0' &&
+	    strcmp(rq->subject, "anonymous") != 0) {
+		key = rq->subject;
+	} else {
+		/* rq->peer is "ipv4:HOST:PORT" or "ipv6:HOST:PORT" */
+		const char *host = strchr(rq->peer, ':');
+		const char *port = strrchr(rq->peer, ':');
+		host = host != NULL ? host + 1 : rq->peer;
+		snprintf(ip, sizeof(ip), "%.*s", port > host ? (int)(port - host) : 63, host);
+	}
+	if (trpc_ratelimit_take(srv, "rest", key, &retry_ms) == 0)
+		return 0;
+	snprintf(retry, sizeof(retry), "%lld", (long long)((retry_ms + 999) / 1000));
+	hdr_add(&h, MHD_HTTP_HEADER_RETRY_AFTER, retry);
+	*ok = reply_error(rq, c, MHD_HTTP_TOO_MANY_REQUESTS, "RATE_LIMITED", &h,
+	                  "rate limit exceeded for %s; retry in %lld ms", key, (long long)retry_ms);
+	return 1;
+}
+
 /* Routes, checks the credentials and the announced size; may reply. */
 static enum MHD_Result on_headers(struct rest_request *rq, struct MHD_Connection *c,
                                   const char *url, const char *method)
@@ -881,6 +917,8 @@ static enum MHD_Result on_headers(struct rest_request *rq, struct MHD_Connection
 	if (authorize(rq, c,
 	              rq->route->op != NULL ? rq->route->op->permission : rq->route->r->permission,
 	              &ok) != 0)
+		return ok;
+	if (rate_limited(rq, c, &ok))
 		return ok;
 	for (size_t i = 0; i < rq->n_params; i++)
 		if (strlen(rq->params[i].key) >= 4 &&
@@ -1194,6 +1232,45 @@ int rest_metrics_handler(struct rest_request *rq, struct rest_reply *out, struct
 	if (out->text == NULL)
 		return svc_fail(res, TRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	out->content_type = TRPC_METRICS_CONTENT_TYPE;
+	return 0;
+}
+
+int rest_openapi_handler(struct rest_request *rq, struct rest_reply *out, struct svc_result *res)
+{
+	const struct rest_server *s = rq->srv;
+	int worker = s->env->role != NULL && strcmp(s->env->role, "worker") == 0;
+	struct openapi_info info = {
+	    .title = worker ? "tasker-worker REST API" : "taskerd REST API",
+	    .version = PACKAGE_VERSION,
+	    .description = worker ? "The worker's REST routes (tasker-api.md section 2.2)."
+	                          : "The orchestration REST routes (tasker-api.md section 2.1).",
+	    .auth = s->env->auth,
+	};
+	/* the routes served: those of the table that rest_start kept */
+	struct openapi_route *routes = calloc(s->n_routes + 1, sizeof(*routes));
+
+	if (routes == NULL)
+		return svc_fail(res, TRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	for (size_t i = 0; i < s->n_routes; i++) {
+		routes[i].route = s->routes[i].r;
+		routes[i].op = s->routes[i].op;
+	}
+	out->json = openapi_document(&info, routes, s->n_routes);
+	free(routes);
+	if (out->json == NULL)
+		return svc_fail(res, TRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	return 0;
+}
+
+int rest_api_docs_ui_handler(struct rest_request *rq, struct rest_reply *out,
+                             struct svc_result *res)
+{
+	const char *html = openapi_ui_html();
+
+	if ((out->text = strdup(html)) == NULL)
+		return svc_fail(res, TRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+	out->text_len = strlen(html);
+	out->content_type = "text/html; charset=utf-8";
 	return 0;
 }
 

@@ -243,8 +243,10 @@ def _hdict(headers):
 class Client:
     """One HTTP/2 connection to the server at 127.0.0.1:port."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10, handshake=True):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=10, handshake=True, source=None):
+        """source: the local address to connect from ("127.0.0.2"), or None."""
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config=cfg)

@@ -260,8 +260,9 @@ static void test_sample_conf_matches_defaults(void **state)
 	assert_non_null(out);
 	/* The runtime's sections; the program's own ([database], [auth], ...)
 	 * stay commented: their keys belong to the programs' extra-key hooks. */
-	static const char *const runtime_sections[] = {
-	    "[server]", "[tls]", "[http2]", "[limits]", "[keepalive]", "[log]", "[metrics]"};
+	static const char *const runtime_sections[] = {"[server]",  "[tls]",       "[http2]",
+	                                               "[limits]",  "[keepalive]", "[log]",
+	                                               "[metrics]", "[ratelimit]"};
 	int runtime_section = 0;
 	while (fgets(line, sizeof(line), in) != NULL) {
 		size_t name_len = strspn(line + 1, "abcdefghijklmnopqrstuvwxyz0123456789_");
@@ -288,7 +289,7 @@ static void test_sample_conf_matches_defaults(void **state)
 	}
 	fclose(in);
 	fclose(out);
-	assert_int_equal(n_keys, 37); /* every key of the table */
+	assert_int_equal(n_keys, 42); /* every key of the table */
 
 	trpc_server_config_init(&defaults);
 	assert_int_equal(load(&cfg, write_conf(text), 0, NULL, &why), 0);
@@ -538,6 +539,33 @@ static void test_argv_overrides_env(void **state)
 	assert_int_equal(cfg.io_threads, 4); /* env over file */
 	assert_int_equal(cfg.tls_client_auth, TRPC_CLIENT_AUTH_REQUIRE);
 	trpc_server_config_clear(&cfg);
+}
+
+/* ratelimit.services: "Service=rate[/burst]" items, checked once loaded. */
+static void test_ratelimit_services(void **state)
+{
+	static const char *const good[] = {
+	    "--ratelimit.services=tasker.v1.TaskService=20/40, grpc.health.v1.Health=0",
+	    "--ratelimit.services=a.B=5", "--ratelimit.services= a.B = 5/1 ,"};
+	static const char *const bad[] = {
+	    "--ratelimit.services=a.B",    "--ratelimit.services==5",
+	    "--ratelimit.services=a.B=x",  "--ratelimit.services=a.B=5/0",
+	    "--ratelimit.services=a.B=-1", "--ratelimit.services=a.B=5/"};
+	struct trpc_server_config cfg;
+	const char *why;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
+		char *argv[] = {"prog", (char *)good[i]};
+		assert_int_equal(load(&cfg, NULL, 2, argv, &why), 0);
+		trpc_server_config_clear(&cfg);
+	}
+	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
+		char *argv[] = {"prog", (char *)bad[i]};
+		assert_int_equal(load(&cfg, NULL, 2, argv, &why), TRPC_ERR_CONFIG);
+		assert_non_null(strstr(why, "[ratelimit] services: "));
+		trpc_server_config_clear(&cfg);
+	}
 }
 
 static void test_argv_errors(void **state)
@@ -948,6 +976,7 @@ int main(void)
 	    T(test_env_unknown_is_ignored_and_offered),
 	    T(test_argv_overrides_env),
 	    T(test_argv_errors),
+	    T(test_ratelimit_services),
 	    T(test_durations),
 	    T(test_sizes),
 	    T(test_ints),
