@@ -23,8 +23,8 @@ Against a private PostgreSQL cluster (t/lib/tasker_env.py), with auth on
   - /api-docs/ui is a self-contained HTML page (no external resource) that
     reads openapi.json;
   - the worker's /metrics/worker has tasker_worker_* families only, and
-    /metrics/events is not served (the worker keeps no event-system
-    figures to report).
+    /metrics/events its dispatcher's event counters (LISTEN connected,
+    queues read).
 """
 import atexit
 import glob
@@ -113,6 +113,7 @@ WORKER_PERMS = {
     ("GET", "/health"): None, ("GET", "/health/live"): None, ("GET", "/health/ready"): None,
     ("GET", "/health/detailed"): None, ("GET", "/metrics"): None,
     ("GET", "/metrics/worker"): None,
+    ("GET", "/metrics/events"): None,
     ("GET", "/api-docs/openapi.json"): None, ("GET", "/api-docs/ui"): None,
     ("GET", "/v1/templates"): "worker:templates_read",
     ("GET", "/v1/templates/{namespace}/{name}/{version}"): "worker:templates_read",
@@ -399,8 +400,17 @@ if WPORT:
            all(n.startswith("tasker_worker_") for n in names),
            "tasker-worker: /metrics/worker has the tasker_worker_* families only",
            (st, sorted(names)))
-    st, _, _ = rest(WPORT, "GET", "/metrics/events")
-    tap.ok(st == 404, "tasker-worker: no /metrics/events (no event-system figures)", st)
+    st, hd, text = rest(WPORT, "GET", "/metrics/events")
+    vals = dict((k, float(v)) for k, v in
+                re.findall(r"^(tasker_worker_events_\w+) (\S+)$", text, re.M))
+    tap.ok(st == 200 and hd.get("content-type", "").startswith("text/plain") and
+           set(re.findall(r"^# TYPE (\S+)", text, re.M)) == set(vals),
+           "tasker-worker: /metrics/events has the tasker_worker_events_* counters",
+           (st, text))
+    tap.ok(vals.get("tasker_worker_events_listener_connects_total", 0) >= 1 and
+           vals.get("tasker_worker_events_queue_reads_total", 0) >= 1,
+           "tasker-worker: /metrics/events counts the LISTEN connection and the queue reads",
+           vals)
 
 SANITIZER = re.compile(r"AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer")
 for p in (d, w):

@@ -3,9 +3,10 @@
  * of src/services/worker/. Public: /health, /health/live, /health/ready
  * (503 with the checks when not ready), /health/detailed, /metrics (the
  * gRPC server's families and the worker's), /metrics/worker (the worker's
- * alone), /api-docs/openapi.json and /api-docs/ui. No /metrics/events:
- * the worker's LISTEN/NOTIFY dispatcher keeps no counters to show
- * (worker/status.h), and a figure made up here would mislead. Protected: the templates (worker:templates_read), their
+ * alone), /metrics/events (the dispatcher's and reporter's event counters:
+ * notifications, queue reads, LISTEN connections, claims, reports),
+ * /api-docs/openapi.json and /api-docs/ui. Protected: the templates
+ * (worker:templates_read), their
  * validation (templates:validate) and, when web.config_endpoint_enabled,
  * /config (worker:config_read).
  */
@@ -21,15 +22,15 @@
 #define TEMPLATES "tasker.v1.WorkerTemplateService"
 #define CONFIG    "tasker.v1.WorkerConfigService"
 
-/* GET /metrics/worker: the tasker_worker_* families only. */
-static int on_worker_metrics(struct rest_request *rq, struct rest_reply *out,
-                             struct svc_result *res)
+/* Answers with the Prometheus text of one collector of src/services/worker/. */
+static int metrics_reply(struct rest_reply *out, struct svc_result *res,
+                         void (*collect)(trpc_metrics_buf *, void *), void *ud)
 {
 	trpc_metrics_buf *b = trpc_metrics_buf_new();
 	const char *text = NULL;
 
 	if (b != NULL) {
-		wsvc_collect_metrics(b, rest_env(rq)->wsvc);
+		collect(b, ud);
 		text = trpc_metrics_buf_data(b, &out->text_len);
 	}
 	out->text = text != NULL ? strdup(text) : NULL;
@@ -38,6 +39,19 @@ static int on_worker_metrics(struct rest_request *rq, struct rest_reply *out,
 		return svc_fail(res, TRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 	out->content_type = TRPC_METRICS_CONTENT_TYPE;
 	return 0;
+}
+
+/* GET /metrics/worker: the tasker_worker_* families only. */
+static int on_worker_metrics(struct rest_request *rq, struct rest_reply *out,
+                             struct svc_result *res)
+{
+	return metrics_reply(out, res, wsvc_collect_metrics, rest_env(rq)->wsvc);
+}
+
+/* GET /metrics/events: the worker's event counters. */
+static int on_event_metrics(struct rest_request *rq, struct rest_reply *out, struct svc_result *res)
+{
+	return metrics_reply(out, res, wsvc_collect_event_metrics, rest_env(rq)->wsvc);
 }
 
 /* POST /v1/templates/{namespace}/{name}/{version}/validate (no RPC twin). */
@@ -67,6 +81,10 @@ const struct rest_route rest_worker_routes[] = {
     {.method = "GET",
      .pattern = "/metrics/worker",
      .handler = on_worker_metrics,
+     .produces = TRPC_METRICS_CONTENT_TYPE},
+    {.method = "GET",
+     .pattern = "/metrics/events",
+     .handler = on_event_metrics,
      .produces = TRPC_METRICS_CONTENT_TYPE},
     REST_API_DOCS_ROUTES,
     {.method = "GET",

@@ -28,6 +28,19 @@ struct wk_worker_status {
 /* Copies a snapshot of w's state into *out. */
 void wk_worker_status(struct wk_worker *w, struct wk_worker_status *out);
 
+/* The dispatcher's and reporter's event counters since start. */
+struct wk_worker_events {
+	long notifications;     /* LISTEN notifications received */
+	long reads;             /* queue read-and-claim rounds */
+	long listener_connects; /* LISTEN connections made (1 + reconnections) */
+	long listener_errors;   /* LISTEN connection failures and lost connections */
+	long claimed;           /* steps claimed (first claim of their message) */
+	long reclaimed;         /* steps claimed again after a visibility timeout */
+	long reported;          /* results written */
+	long report_fallbacks;  /* results whose batch write failed, then written one by one */
+};
+void wk_worker_events(struct wk_worker *w, struct wk_worker_events *out);
+
 /* The name of the i-th queue the worker reads ("worker_<namespace>_queue"),
  * or NULL past the last. The string lives as long as the worker. */
 const char *wk_worker_queue(const struct wk_worker *w, size_t i);

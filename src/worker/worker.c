@@ -101,6 +101,10 @@ struct wk_worker {
 	atomic_int stopping;
 	atomic_int abandoned;
 
+	/* Event counters (status.h, wk_worker_events), relaxed atomics. */
+	atomic_long ev_notifications, ev_reads, ev_listener_connects, ev_listener_errors;
+	atomic_long ev_claimed, ev_reclaimed, ev_reported, ev_report_fallbacks;
+
 	pthread_t dispatcher, leaser, reporter, *handlers;
 	int n_handlers; /* started */
 	int dispatcher_started, leaser_started, reporter_started;
@@ -472,6 +476,8 @@ static int on_claim_row(struct wk_worker *w, PGconn *conn, const PGresult *res, 
 	struct tk_err err;
 
 	if (strcmp(verdict, "claimed") == 0 || strcmp(verdict, "reclaimed") == 0) {
+		atomic_fetch_add_explicit(verdict[0] == 'c' ? &w->ev_claimed : &w->ev_reclaimed, 1,
+		                          memory_order_relaxed);
 		on_claimed(w, job, verdict, PQgetvalue(res, row, COL_INPUT));
 		return 0;
 	}
@@ -748,6 +754,7 @@ static void report(struct wk_worker *w, const struct job *job, const struct step
 		if (rc == 0) {
 			streak_ok(&streak, what);
 			log_outcome(job, run, out, meta->execution_time_ms, args.written);
+			atomic_fetch_add_explicit(&w->ev_reported, 1, memory_order_relaxed);
 			return;
 		}
 		if ((rc == TRPC_ERR_DB || rc == TRPC_ERR_INVALID) && !replaced) {
@@ -886,8 +893,13 @@ static void report_jobs(struct wk_worker *w, struct job **jobs, size_t n)
 			trpc_log(TRPC_LOG_WARN,
 			         "reporting %zu results at once: %s; reporting them one by one",
 			         args.n, err.msg);
+			atomic_fetch_add_explicit(&w->ev_report_fallbacks, (long)args.n,
+			                          memory_order_relaxed);
 			for (size_t i = 0; i < args.n; i++)
 				report(w, sub[i], &sub[i]->run, &sub[i]->out, &sub[i]->meta);
+		} else {
+			atomic_fetch_add_explicit(&w->ev_reported, (long)args.n,
+			                          memory_order_relaxed);
 		}
 	}
 	for (size_t i = 0; i < n; i++)
@@ -1161,14 +1173,18 @@ static void ensure_listener(struct wk_worker *w, struct dispatch *d)
 			         err.msg, w->poll_ms);
 		d->listener_warned = 1;
 		d->listener_retry_ns = wk_now_ns() + ms_to_ns(LISTENER_RETRY_MS);
-	} else if (d->listener_warned) {
+		atomic_fetch_add_explicit(&w->ev_listener_errors, 1, memory_order_relaxed);
+		return;
+	}
+	atomic_fetch_add_explicit(&w->ev_listener_connects, 1, memory_order_relaxed);
+	if (d->listener_warned) {
 		trpc_log(TRPC_LOG_INFO, "LISTEN: connected");
 		d->listener_warned = 0;
 	}
 }
 
 /* Waits up to ms for a notification. Returns 1 when one came. */
-static int wait_notification(struct dispatch *d, int ms)
+static int wait_notification(struct wk_worker *w, struct dispatch *d, int ms)
 {
 	char channel[128];
 	struct tk_err err;
@@ -1182,8 +1198,11 @@ static int wait_notification(struct dispatch *d, int ms)
 	rc = mq_listener_wait(d->listener, ms, channel, sizeof(channel), NULL, &err);
 	if (rc < 0) {
 		trpc_log(TRPC_LOG_WARN, "LISTEN: %s", err.msg);
+		atomic_fetch_add_explicit(&w->ev_listener_errors, 1, memory_order_relaxed);
 		sleep_ms(ms);
 	}
+	if (rc == 1)
+		atomic_fetch_add_explicit(&w->ev_notifications, 1, memory_order_relaxed);
 	return rc == 1;
 }
 
@@ -1210,6 +1229,7 @@ static void *dispatcher_main(void *arg)
 				next_poll = wk_now_ns() + ms_to_ns(delay);
 				more = 0;
 			} else {
+				atomic_fetch_add_explicit(&w->ev_reads, 1, memory_order_relaxed);
 				streak_ok(&streak, "reading the queues");
 				more = args.more;
 				delay = 0;
@@ -1225,7 +1245,8 @@ static void *dispatcher_main(void *arg)
 			continue;
 		}
 		int64_t left_ms = (next_poll - now) / NS_PER_MS + 1;
-		if (wait_notification(&d, left_ms < IDLE_SLICE_MS ? (int)left_ms : IDLE_SLICE_MS))
+		if (wait_notification(w, &d,
+		                      left_ms < IDLE_SLICE_MS ? (int)left_ms : IDLE_SLICE_MS))
 			more = 1;
 	}
 	mq_listener_free(d.listener);
@@ -1535,6 +1556,19 @@ void wk_worker_status(struct wk_worker *w, struct wk_worker_status *out)
 	out->dispatcher_running = w->dispatcher_started;
 	out->leaser_running = w->leaser_started;
 	pthread_mutex_unlock(&w->mu);
+}
+
+void wk_worker_events(struct wk_worker *w, struct wk_worker_events *out)
+{
+	out->notifications = atomic_load_explicit(&w->ev_notifications, memory_order_relaxed);
+	out->reads = atomic_load_explicit(&w->ev_reads, memory_order_relaxed);
+	out->listener_connects =
+	    atomic_load_explicit(&w->ev_listener_connects, memory_order_relaxed);
+	out->listener_errors = atomic_load_explicit(&w->ev_listener_errors, memory_order_relaxed);
+	out->claimed = atomic_load_explicit(&w->ev_claimed, memory_order_relaxed);
+	out->reclaimed = atomic_load_explicit(&w->ev_reclaimed, memory_order_relaxed);
+	out->reported = atomic_load_explicit(&w->ev_reported, memory_order_relaxed);
+	out->report_fallbacks = atomic_load_explicit(&w->ev_report_fallbacks, memory_order_relaxed);
 }
 
 const char *wk_worker_queue(const struct wk_worker *w, size_t i)

@@ -142,3 +142,40 @@ void wsvc_collect_metrics(trpc_metrics_buf *out, void *ud)
 	trpc_metrics_sample(out, "tasker_worker_template_lookups_total",
 	                    (const char *[]){"result", "miss"}, 1, (double)atomic_load(&w->misses));
 }
+
+static void counter(trpc_metrics_buf *out, const char *name, const char *help, long v)
+{
+	trpc_metrics_family(out, name, "counter", help);
+	trpc_metrics_sample(out, name, NULL, 0, (double)v);
+}
+
+void wsvc_collect_event_metrics(trpc_metrics_buf *out, void *ud)
+{
+	const struct wsvc *w = ud;
+	struct wk_worker_events ev;
+
+	wk_worker_events(w->worker, &ev);
+	counter(out, "tasker_worker_events_notifications_total",
+	        "Queue notifications (LISTEN/NOTIFY) received by the dispatcher.",
+	        ev.notifications);
+	counter(out, "tasker_worker_events_queue_reads_total",
+	        "Read-and-claim rounds over the namespace queues (after a notification, or on "
+	        "the poll interval).",
+	        ev.reads);
+	counter(out, "tasker_worker_events_listener_connects_total",
+	        "LISTEN connections made (the first one and every reconnection).",
+	        ev.listener_connects);
+	counter(out, "tasker_worker_events_listener_errors_total",
+	        "LISTEN connections that failed or were lost (the dispatcher polls meanwhile).",
+	        ev.listener_errors);
+	counter(out, "tasker_worker_events_steps_claimed_total",
+	        "Steps claimed on the first read of their message.", ev.claimed);
+	counter(out, "tasker_worker_events_steps_reclaimed_total",
+	        "Steps claimed again after their message's visibility timeout ran out.",
+	        ev.reclaimed);
+	counter(out, "tasker_worker_events_results_reported_total", "Step results written.",
+	        ev.reported);
+	counter(out, "tasker_worker_events_report_fallbacks_total",
+	        "Results whose batched write failed and which were then written one by one.",
+	        ev.report_fallbacks);
+}

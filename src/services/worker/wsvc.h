@@ -84,5 +84,8 @@ Google__Protobuf__Timestamp *wsvc_pb_now(struct wsvc_pb *b);
 /* Appends the worker's Prometheus families (tasker_worker_*) to out; a
  * trpc_metrics_collect_fn, ud = struct wsvc. */
 void wsvc_collect_metrics(trpc_metrics_buf *out, void *ud);
+/* The dispatcher's and reporter's event counters (GET /metrics/events):
+ * tasker_worker_events_* counters from worker/status.h. */
+void wsvc_collect_event_metrics(trpc_metrics_buf *out, void *ud);
 
 #endif
