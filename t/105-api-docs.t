@@ -36,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tempfile
 import uuid as uuidlib
 
@@ -407,6 +408,15 @@ if WPORT:
            set(re.findall(r"^# TYPE (\S+)", text, re.M)) == set(vals),
            "tasker-worker: /metrics/events has the tasker_worker_events_* counters",
            (st, text))
+    # The dispatcher connects and reads right after start-up: wait for it.
+    until = time.monotonic() + 15
+    while time.monotonic() < until and not (
+            vals.get("tasker_worker_events_listener_connects_total", 0) >= 1 and
+            vals.get("tasker_worker_events_queue_reads_total", 0) >= 1):
+        time.sleep(0.2)
+        _, _, text = rest(WPORT, "GET", "/metrics/events")
+        vals = dict((k, float(v)) for k, v in
+                    re.findall(r"^(tasker_worker_events_\w+) (\S+)$", text, re.M))
     tap.ok(vals.get("tasker_worker_events_listener_connects_total", 0) >= 1 and
            vals.get("tasker_worker_events_queue_reads_total", 0) >= 1,
            "tasker-worker: /metrics/events counts the LISTEN connection and the queue reads",
