@@ -1153,6 +1153,9 @@ static void wait_for_room(struct wk_worker *w, int ms)
 	pthread_mutex_unlock(&w->mu);
 }
 
+/* Most queued notifications taken after one before reading the queues. */
+#define NOTIFY_COALESCE_MAX 1024
+
 struct dispatch {
 	struct mq_listener *listener;
 	int64_t listener_retry_ns;
@@ -1246,8 +1249,14 @@ static void *dispatcher_main(void *arg)
 		}
 		int64_t left_ms = (next_poll - now) / NS_PER_MS + 1;
 		if (wait_notification(w, &d,
-		                      left_ms < IDLE_SLICE_MS ? (int)left_ms : IDLE_SLICE_MS))
+		                      left_ms < IDLE_SLICE_MS ? (int)left_ms : IDLE_SLICE_MS)) {
 			more = 1;
+			/* Notifications already queued (one per message sent) ask
+			 * for the same read: take them now rather than one read
+			 * each (bounded, so a steady stream cannot starve it). */
+			for (int i = 0; i < NOTIFY_COALESCE_MAX && wait_notification(w, &d, 0); i++)
+				;
+		}
 	}
 	mq_listener_free(d.listener);
 	return NULL;
