@@ -14,6 +14,7 @@ set -euo pipefail
 
 API_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP_SRCDIR=$(cd "$API_DIR/../../.." && pwd)
+# shellcheck disable=SC2034  # read by pg-lib.sh
 PGCLUSTER=$TOP_SRCDIR/t/lib/pgcluster.sh
 SYS_PYTHON=/usr/bin/python3
 
@@ -27,7 +28,7 @@ worker=1
 poll_ms=1000
 only="grpc-get rest-get grpc-create rest-create"
 populate=1000
-keep=0
+keep=0   # read by pg-lib.sh (cleanup)
 
 usage() {
   cat <<EOF
@@ -90,89 +91,11 @@ done
 [[ -x $SYS_PYTHON ]] || die "missing $SYS_PYTHON"
 "$SYS_PYTHON" -c 'import grpc' 2>/dev/null || die "python3-grpcio missing for $SYS_PYTHON"
 
-# ------------------------------------------------------------------ scratch + cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/tasker-api-bench.XXXXXX")
-chmod 755 "$TMP"   # the cluster runs as postgres when we are root
-PGDIR=$TMP/pg
-PIDS=()
-cluster_started=0
+# ------------------------------------------------------------------ scratch + helpers
+# shellcheck source=contrib/bench/pg-lib.sh
+source "$TOP_SRCDIR/contrib/bench/pg-lib.sh"
+pg_scratch tasker-api-bench
 failed=0
-
-stop_pid() {   # SIGTERM, up to 15 s grace, then SIGKILL
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-  PIDS=()
-  if ((cluster_started)); then
-    timeout 60 "$PGCLUSTER" stop "$PGDIR" || log "warning: stopping the cluster failed"
-  fi
-  if ((keep)); then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ------------------------------------------------------------------ helpers
-CLK_TCK=$(getconf CLK_TCK)
-
-proc_ticks() {   # utime + stime of one pid; "proc_ticks PID all" adds its reaped children
-  local rest all=${2:-}
-  { rest=$(<"/proc/$1/stat"); } 2>/dev/null || { echo 0; return; }
-  rest=${rest##*) }
-  # shellcheck disable=SC2086
-  set -- $rest
-  if [[ $all == all ]]; then echo $((${12} + ${13} + ${14} + ${15})); else echo $((${12} + ${13})); fi
-}
-
-pg_ticks() {   # the whole cluster: postmaster (with reaped children) + live children
-  local pm total p
-  pm=$(head -n 1 "$PGDIR/data/postmaster.pid")
-  total=$(proc_ticks "$pm" all)
-  for p in $(ps -o pid= --ppid "$pm"); do
-    total=$((total + $(proc_ticks "$p")))
-  done
-  echo "$total"
-}
-
-busy_ticks() {   # all CPUs: user+nice+system+irq+softirq+steal
-  awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
-}
-
-pct() {   # pct TICKS SECONDS -> % of one CPU
-  awk -v t="$1" -v s="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f", (s > 0 ? 100 * t / hz / s : 0) }'
-}
-
-psql_q() {   # psql_q SQL...: tuples only, unaligned
-  local a=() s
-  for s in "$@"; do a+=(-c "$s"); done
-  timeout 120 psql "$CONNINFO" -X -q -A -t -v ON_ERROR_STOP=1 "${a[@]}"
-}
-
-wait_line() {   # wait_line FILE REGEX SECONDS PID
-  local file=$1 rx=$2 secs=$3 pid=$4 i
-  for ((i = 0; i < secs * 10; i++)); do
-    grep -qE "$rx" "$file" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
-clean_env() {   # the caller's tasker settings must not leak into the programs
-  local v
-  for v in $(env | sed -n 's/^\(TASKER_[A-Za-z0-9_]*\)=.*/\1/p'); do unset "$v"; done
-  unset DATABASE_URL
-}
 
 tasks_in() {   # tasks_in STATE|all: tasks of the bench namespace
   if [[ $1 == all ]]; then
@@ -185,13 +108,7 @@ tasks_in() {   # tasks_in STATE|all: tasks of the bench namespace
 
 # ------------------------------------------------------------------ cluster + programs
 log "== starting PostgreSQL in $PGDIR"
-cluster_started=1
-CONNINFO=$(timeout 90 "$PGCLUSTER" start "$PGDIR") || die "the cluster did not start"
-PGVERSION=$(psql_q "SHOW server_version")
-clean_env
-export DATABASE_URL=$CONNINFO
-timeout 120 "$TASKERD" --migrate-only >"$TMP/migrate.log" 2>&1 ||
-  { cat "$TMP/migrate.log" >&2; die "taskerd --migrate-only failed"; }
+pg_start_cluster
 
 TPL=$TMP/templates
 mkdir -p "$TPL"
@@ -239,9 +156,7 @@ stop_programs() {   # and waits (10 s at most) for their sessions to end
   local p i
   for p in $WORKER_PID $TASKERD_PID; do
     stop_pid "$p"
-    local keep=() q
-    for q in "${PIDS[@]}"; do [[ $q == "$p" ]] || keep+=("$q"); done
-    PIDS=("${keep[@]}")
+    forget_pid "$p"
   done
   TASKERD_PID="" WORKER_PID=""
   for ((i = 0; i < 100; i++)); do
