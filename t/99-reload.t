@@ -8,9 +8,13 @@ old settings stay; the log level, rate limits and restart-only keys
 
 Then taskerd and tasker-worker (private PostgreSQL, t/lib/tasker_env.py):
 SIGHUP re-reads their file and swaps the [auth] API keys; a broken file
-leaves them as they were. Prints TAP.
+leaves them as they were. taskerd also applies new [backpressure]
+thresholds (seen in the queue_depth check of CheckDetailedHealth: the
+tier of a queue holding 3 messages and the thresholds in force), and
+keeps them when the new ones are out of order or not numbers. Prints TAP.
 """
 import os
+import re
 import shutil
 import signal
 import socket
@@ -232,6 +236,48 @@ def taskerd_part():
     tap.ok(call("second-key-0123456789") == "OK" and
            call("third-key-0123456789") == "UNAUTHENTICATED",
            "taskerd: ... and the keys in force stay")
+
+    # [backpressure]: a queue of 3 messages is the deepest; CheckDetailedHealth
+    # (public) names its tier and the thresholds in force.
+    env.sql("SELECT pgmq.create('reload_bp_probe'); "
+            "SELECT pgmq.send('reload_bp_probe', '{}'::jsonb) FROM generate_series(1, 3)")
+    detailed = ch.unary_unary("/tasker.v1.HealthService/CheckDetailedHealth", **IDENT)
+    depth_rx = re.compile(rb"(normal|warning|critical|overflow): deepest queue reload_bp_probe holds 3 messages "
+                          rb"\(warning (\d+), critical (\d+), overflow (\d+)\)")
+
+    def queue_depth():
+        """(tier, warning, critical, overflow) once the probe queue is read (the
+        depth is cached for a second), or None."""
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            m = depth_rx.search(detailed(b"", timeout=10))
+            if m:
+                return (m.group(1).decode(),) + tuple(int(g) for g in m.groups()[1:])
+            time.sleep(0.2)
+        return None
+
+    bp = queue_depth()
+    tap.ok(bp == ("normal", 1000, 5000, 10000),
+           "taskerd: at start the default thresholds are in force", bp)
+    write("second-key-0123456789", "\n[backpressure]\nwarning_depth = 1\n"
+          "critical_depth = 3\noverflow_depth = 4\n")
+    tap.ok(hup(r"reload: backpressure warning_depth 1, critical_depth 3, overflow_depth 4"),
+           "taskerd: SIGHUP applies lower backpressure thresholds", d.log(10))
+    bp = queue_depth()
+    tap.ok(bp == ("critical", 1, 3, 4),
+           "taskerd: ... and the same queue is now at the critical tier", bp)
+    write("second-key-0123456789", "\n[backpressure]\nwarning_depth = 5\n"
+          "critical_depth = 3\noverflow_depth = 4\n")
+    tap.ok(hup(r"reload rejected.*warning_depth < critical_depth"),
+           "taskerd: thresholds out of order are rejected naming the keys", d.log(10))
+    write("second-key-0123456789", "\n[backpressure]\nwarning_depth = 1\n"
+          "critical_depth = lots\noverflow_depth = 4\n")
+    tap.ok(hup(r"reload rejected.*critical_depth.*lots.*not an integer"),
+           "taskerd: a threshold that is not a number is rejected naming the key",
+           d.log(10))
+    bp = queue_depth()
+    tap.ok(bp == ("critical", 1, 3, 4) and call("second-key-0123456789") == "OK",
+           "taskerd: ... and the thresholds and keys in force stay", bp)
     ch.close()
 
     # tasker-worker: the same, on its WorkerTemplateService

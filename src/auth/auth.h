@@ -56,6 +56,24 @@ struct auth_config *auth_config_new(const char *role);
 void auth_config_free(struct auth_config *c);
 int auth_config_set(struct auth_config *c, const char *section, const char *key, const char *value,
                     struct tk_err *err);
+/* auth_config_set() also takes the command-line spelling of an API-key
+ * entry: section "auth", key "api_key.<name>.<key>" (what the loader makes
+ * of --auth.api_key.<name>.<key>=value). */
+
+/*
+ * 1 when auth_config_set() knows `key` of `section` (either spelling),
+ * whatever its value; 0 otherwise. Lets a loader tell an unknown key
+ * (which it reports, or ignores in the environment) from a bad value.
+ */
+int auth_config_knows(const char *section, const char *key);
+
+/*
+ * The i-th key auth_config_set() takes, i from 0, for listings
+ * (--list-options): section "auth" with each [auth] key, then section
+ * "auth.api_key.<name>" (the literal pattern) with key, permissions and
+ * description. Static strings. 0, or TRPC_ERR_NOT_FOUND past the last.
+ */
+int auth_config_key(size_t i, const char **section, const char **key);
 /*
  * Key reference (defaults in brackets): enabled [false];
  * jwt_verification_method public_key|jwks [public_key]; jwt_public_key_path

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -349,6 +350,17 @@ static int set_row(struct auth_config *c, const struct row *r, const char *v, st
 
 #define API_KEY_SECTION "auth.api_key."
 
+/* The keys of an [auth.api_key.<name>] section. */
+static const char *const api_key_keys[] = {"key", "permissions", "description"};
+
+static int api_key_key_known(const char *key)
+{
+	for (size_t i = 0; i < AUTH_ARRAY_LEN(api_key_keys); i++)
+		if (strcmp(api_key_keys[i], key) == 0)
+			return 1;
+	return 0;
+}
+
 static int name_ok(const char *name)
 {
 	if (*name == '\0' || strlen(name) > 64)
@@ -397,8 +409,7 @@ static int set_api_key_entry(struct auth_config *c, const char *name, const char
 		                  name);
 	char **field;
 	struct auth_cfg_api_key *e;
-	if (strcmp(key, "key") != 0 && strcmp(key, "permissions") != 0 &&
-	    strcmp(key, "description") != 0)
+	if (!api_key_key_known(key))
 		return tk_err_set(err, TRPC_ERR_CONFIG,
 		                  API_KEY_SECTION "%s.%s: unknown key (known: key, permissions, "
 		                                  "description)",
@@ -462,11 +473,62 @@ void auth_config_free(struct auth_config *c)
 	free(c);
 }
 
+/*
+ * The command-line and environment spelling of an API-key entry: the
+ * loader splits "--auth.api_key.ops.key=..." at its first dot, so it comes
+ * as section "auth", key "api_key.ops.key". Rewrites that to section
+ * "auth.api_key.ops", key "key" in `buf`; anything else is left as it is.
+ */
+static void split_api_key_option(const char **section, const char **key, char *buf, size_t size)
+{
+	static const char prefix[] = "api_key.";
+	const char *name, *dot;
+
+	if (strcmp(*section, "auth") != 0 || strncmp(*key, prefix, strlen(prefix)) != 0)
+		return;
+	name = *key + strlen(prefix);
+	if ((dot = strrchr(name, '.')) == NULL || dot == name)
+		return;
+	snprintf(buf, size, API_KEY_SECTION "%.*s", (int)(dot - name), name);
+	*section = buf;
+	*key = dot + 1;
+}
+
+int auth_config_key(size_t i, const char **section, const char **key)
+{
+	if (i < AUTH_ARRAY_LEN(rows)) {
+		*section = "auth";
+		*key = rows[i].key;
+		return 0;
+	}
+	i -= AUTH_ARRAY_LEN(rows);
+	if (i >= AUTH_ARRAY_LEN(api_key_keys))
+		return TRPC_ERR_NOT_FOUND;
+	*section = API_KEY_SECTION "<name>";
+	*key = api_key_keys[i];
+	return 0;
+}
+
+int auth_config_knows(const char *section, const char *key)
+{
+	char buf[160];
+
+	if (section == NULL || key == NULL)
+		return 0;
+	split_api_key_option(&section, &key, buf, sizeof buf);
+	if (strncmp(section, API_KEY_SECTION, strlen(API_KEY_SECTION)) == 0)
+		return api_key_key_known(key);
+	return strcmp(section, "auth") == 0 && find_row(key) != NULL;
+}
+
 int auth_config_set(struct auth_config *c, const char *section, const char *key, const char *value,
                     struct tk_err *err)
 {
+	char buf[160];
+
 	if (c == NULL || section == NULL || key == NULL || value == NULL)
 		return tk_err_set(err, TRPC_ERR_INVALID, "auth_config_set: NULL argument");
+	split_api_key_option(&section, &key, buf, sizeof buf);
 	if (strncmp(section, API_KEY_SECTION, strlen(API_KEY_SECTION)) == 0)
 		return set_api_key_entry(c, section + strlen(API_KEY_SECTION), key, value, err);
 	if (strcmp(section, "auth") != 0)

@@ -138,6 +138,8 @@ static void list_options(void)
 		printf("%s.%s\n", extra_keys[i].section, extra_keys[i].key);
 	for (size_t i = 0; taskerd_rest_key(i, &section, &key) == 0; i++)
 		printf("%s.%s\n", section, key);
+	for (size_t i = 0; taskerd_api_key(i, &section, &key) == 0; i++)
+		printf("%s.%s\n", section, key);
 }
 
 static void usage(FILE *out)
@@ -201,15 +203,16 @@ static int on_reload_key(void *ud, const char *section, const char *key, const c
 
 /*
  * SIGHUP: reads the configuration again and applies TLS files, log level,
- * rate limits and [auth] (taskerd_api_reload) only when all of it is
- * valid; otherwise logs why and keeps the configuration in force.
+ * rate limits, [auth] and [backpressure] (taskerd_api_reload) only when
+ * all of it is valid; otherwise logs why and keeps the configuration in
+ * force.
  */
 static void on_reload(trpc_server *srv, void *ud)
 {
 	struct reload_src *src = ud;
 	struct reload_opts r;
 	struct trpc_server_config cfg;
-	const char *why = "out of memory";
+	const char *why = "out of memory", *detail;
 
 	memset(&r, 0, sizeof r);
 	eng_config_init(&r.o.eng);
@@ -228,7 +231,11 @@ static void on_reload(trpc_server *srv, void *ud)
 		goto fail;
 	goto out;
 fail:
-	trpc_log(TRPC_LOG_ERROR, "reload rejected, keeping the old configuration: %s", why);
+	/* A value the API refused: its reason besides the loader's "where". */
+	detail = taskerd_api_last_error(r.o.api);
+	trpc_log(TRPC_LOG_ERROR, "reload rejected, keeping the old configuration: %s%s%s%s", why,
+	         detail != NULL ? " (" : "", detail != NULL ? detail : "",
+	         detail != NULL ? ")" : "");
 out:
 	rest_config_clear(&r.web);
 	trpc_server_config_clear(&cfg);
@@ -291,6 +298,8 @@ int main(int argc, char **argv)
 	trpc_server_config_set(&cfg, "server", "listen", "0.0.0.0:9090", &why);
 	int rc = 1;
 	if (trpc_server_config_load(&cfg, config_path, nrest, rest, on_extra_key, &o, &why) != 0) {
+		if (taskerd_api_last_error(o.api) != NULL)
+			fprintf(stderr, "taskerd: %s\n", taskerd_api_last_error(o.api));
 		fprintf(stderr, "taskerd: %s\n", why);
 		usage(stderr);
 		rc = 2;
@@ -307,6 +316,12 @@ int main(int argc, char **argv)
 		rc = 2;
 		goto out_cfg;
 	}
+	struct tk_err err = {0};
+	if (taskerd_api_check(o.api, &err) != 0) {
+		fprintf(stderr, "taskerd: %s\n", err.msg);
+		rc = 2;
+		goto out_cfg;
+	}
 	/* [log] applies from here on, not only once the server exists. */
 	if (trpc_log_configure(&cfg, &why) != 0) {
 		fprintf(stderr, "taskerd: %s\n", why);
@@ -314,7 +329,6 @@ int main(int argc, char **argv)
 		goto out_cfg;
 	}
 
-	struct tk_err err = {0};
 	sdn_status("applying database migrations");
 	/* Migrations are applied at every start (under an advisory lock, so
 	 * several taskerd can start together); --migrate-only stops there. */

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +19,12 @@
 #include "services/svc_env.h"
 #include "services/tasker/stream.h"
 
-#define API_KEY_PREFIX "api_key."
-
 struct taskerd_api {
 	struct auth_config *auth_cfg;
+	struct svc_bp_limits bp; /* [backpressure] as configured */
 	struct svc_env env;
 	struct svc_grpc_extra stream;
+	char why[300]; /* the last complaint of taskerd_api_config_key */
 };
 
 /* The orchestration services of tasker-api.md §1.1 (StreamTaskStatus is
@@ -34,6 +35,22 @@ static const struct svc_table *const tables[] = {
 };
 
 #define N_TABLES (sizeof tables / sizeof tables[0])
+
+/* The keys of [backpressure]: a long or (is_int) an int of struct
+ * svc_bp_limits, in min..max. */
+static const struct bp_key {
+	const char *key;
+	size_t offset;
+	int is_int;
+	long min, max;
+} bp_keys[] = {
+    {"warning_depth", offsetof(struct svc_bp_limits, warning), 0, 1, 1000000000},
+    {"critical_depth", offsetof(struct svc_bp_limits, critical), 0, 1, 1000000000},
+    {"overflow_depth", offsetof(struct svc_bp_limits, overflow), 0, 1, 1000000000},
+    {"retry_after_s", offsetof(struct svc_bp_limits, retry_after_s), 1, 1, 3600},
+};
+
+#define N_BP_KEYS (sizeof bp_keys / sizeof bp_keys[0])
 
 struct taskerd_api *taskerd_api_new(void)
 {
@@ -46,10 +63,7 @@ struct taskerd_api *taskerd_api_new(void)
 		return NULL;
 	}
 	api->env.role = "orchestration";
-	api->env.backpressure_warning_depth = SVC_BP_DEFAULT_WARNING;
-	api->env.backpressure_critical_depth = SVC_BP_DEFAULT_CRITICAL;
-	api->env.backpressure_overflow_depth = SVC_BP_DEFAULT_OVERFLOW;
-	api->env.backpressure_retry_after_s = SVC_BP_DEFAULT_RETRY_S;
+	svc_bp_limits_default(&api->bp);
 	return api;
 }
 
@@ -63,96 +77,78 @@ void taskerd_api_free(struct taskerd_api *api)
 	free(api);
 }
 
-static int parse_long(const char *v, long min, long max, long *out)
+static int complain(struct taskerd_api *api, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int complain(struct taskerd_api *api, const char *fmt, ...)
 {
-	char *end;
-	errno = 0;
-	long n = strtol(v, &end, 10);
-	if (errno != 0 || end == v || *end != '\0' || n < min || n > max)
-		return -1;
-	*out = n;
-	return 0;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(api->why, sizeof api->why, fmt, ap);
+	va_end(ap);
+	return TRPC_ERR_INVALID;
 }
 
 static int backpressure_key(struct taskerd_api *api, const char *key, const char *value)
 {
-	static const struct {
-		const char *key;
-		size_t offset;
-		long min, max;
-	} keys[] = {
-	    {"warning_depth", offsetof(struct svc_env, backpressure_warning_depth), 1, 1000000000},
-	    {"critical_depth", offsetof(struct svc_env, backpressure_critical_depth), 1,
-	     1000000000},
-	    {"overflow_depth", offsetof(struct svc_env, backpressure_overflow_depth), 1,
-	     1000000000},
-	};
+	char *end;
 	long v;
 
-	if (strcmp(key, "retry_after_s") == 0) {
-		if (parse_long(value, 1, 3600, &v) != 0) {
-			fprintf(stderr,
-			        "taskerd: backpressure.%s: \"%s\" is not an integer in 1..3600\n",
-			        key, value);
-			return TRPC_ERR_INVALID;
-		}
-		api->env.backpressure_retry_after_s = (int)v;
-		return 0;
-	}
-	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-		if (strcmp(keys[i].key, key) != 0)
+	for (size_t i = 0; i < N_BP_KEYS; i++) {
+		const struct bp_key *k = &bp_keys[i];
+		char *field = (char *)&api->bp + k->offset;
+		if (strcmp(k->key, key) != 0)
 			continue;
-		if (parse_long(value, keys[i].min, keys[i].max, &v) != 0) {
-			fprintf(stderr,
-			        "taskerd: backpressure.%s: \"%s\" is not an integer in %ld..%ld\n",
-			        key, value, keys[i].min, keys[i].max);
-			return TRPC_ERR_INVALID;
-		}
-		*(long *)(void *)((char *)&api->env + keys[i].offset) = v;
+		errno = 0;
+		v = strtol(value, &end, 10);
+		if (errno != 0 || end == value || *end != '\0' || v < k->min || v > k->max)
+			return complain(api,
+			                "backpressure.%s: \"%s\" is not an integer in %ld..%ld",
+			                key, value, k->min, k->max);
+		if (k->is_int)
+			*(int *)(void *)field = (int)v;
+		else
+			*(long *)(void *)field = v;
 		return 0;
 	}
-	fprintf(stderr, "taskerd: backpressure.%s: unknown key\n", key);
-	return TRPC_ERR_INVALID;
+	return TRPC_ERR_CONFIG; /* the loader names the unknown key */
 }
 
 int taskerd_api_config_key(struct taskerd_api *api, const char *section, const char *key,
                            const char *value)
 {
 	struct tk_err err = {0};
-	char sect[192];
 
 	if (strcmp(section, "backpressure") == 0)
 		return backpressure_key(api, key, value);
-	if (strcmp(section, "auth") != 0 && strncmp(section, "auth.api_key.", 13) != 0)
+	/* An unknown key of [auth] is the loader's to report (or, in the
+	 * environment, to ignore: TASKER_AUTH_TOKEN is tasker-cli's). */
+	if (!auth_config_knows(section, key))
 		return TRPC_ERR_CONFIG;
-	/* --auth.api_key.ops.key=...: section "auth", key "api_key.ops.key" */
-	if (strcmp(section, "auth") == 0 &&
-	    strncmp(key, API_KEY_PREFIX, strlen(API_KEY_PREFIX)) == 0) {
-		const char *name = key + strlen(API_KEY_PREFIX), *dot = strrchr(name, '.');
-		if (dot != NULL && dot != name) {
-			snprintf(sect, sizeof sect, "auth.api_key.%.*s", (int)(dot - name), name);
-			section = sect;
-			key = dot + 1;
-		}
-	}
-	if (auth_config_set(api->auth_cfg, section, key, value, &err) != 0) {
-		fprintf(stderr, "taskerd: %s\n", err.msg);
-		return TRPC_ERR_INVALID;
-	}
+	if (auth_config_set(api->auth_cfg, section, key, value, &err) != 0)
+		return complain(api, "%s", err.msg);
 	return 0;
 }
 
-/* The thresholds must rise: warning < critical <= overflow. */
-static int check_backpressure(const struct svc_env *env, struct tk_err *err)
+const char *taskerd_api_last_error(const struct taskerd_api *api)
 {
-	if (env->backpressure_warning_depth >= env->backpressure_critical_depth ||
-	    env->backpressure_critical_depth > env->backpressure_overflow_depth)
-		return tk_err_set(err, TRPC_ERR_CONFIG,
-		                  "backpressure: need warning_depth < critical_depth <= "
-		                  "overflow_depth (have %ld, %ld, %ld)",
-		                  env->backpressure_warning_depth, env->backpressure_critical_depth,
-		                  env->backpressure_overflow_depth);
-	return 0;
+	return api != NULL && api->why[0] != '\0' ? api->why : NULL;
+}
+
+int taskerd_api_check(const struct taskerd_api *api, struct tk_err *err)
+{
+	return svc_bp_limits_check(&api->bp, err);
+}
+
+int taskerd_api_key(size_t i, const char **section, const char **key)
+{
+	if (i < N_BP_KEYS) {
+		*section = "backpressure";
+		*key = bp_keys[i].key;
+		return 0;
+	}
+	return auth_config_key(i - N_BP_KEYS, section, key);
 }
 
 int taskerd_api_register(struct taskerd_api *api, trpc_server *srv, trpc_health *health,
@@ -162,14 +158,20 @@ int taskerd_api_register(struct taskerd_api *api, trpc_server *srv, trpc_health 
 	struct svc_env *env = &api->env;
 	const char *why = NULL;
 
-	if (check_backpressure(env, err) != 0)
+	if (taskerd_api_check(api, err) != 0)
 		return err->code;
+	/* The configured values, for readers of the environment; the cache's
+	 * copy is the one in force (a reload replaces it). */
+	env->backpressure_warning_depth = api->bp.warning;
+	env->backpressure_critical_depth = api->bp.critical;
+	env->backpressure_overflow_depth = api->bp.overflow;
+	env->backpressure_retry_after_s = api->bp.retry_after_s;
 	/* auth_new logs whether authentication is on ("authentication
 	 * disabled: ..." when it is off). */
 	env->auth = auth_new(api->auth_cfg, err);
 	if (env->auth == NULL)
 		return err->code ? err->code : TRPC_ERR_CONFIG;
-	env->backpressure = svc_backpressure_new();
+	env->backpressure = svc_backpressure_new(&api->bp);
 	if (env->backpressure == NULL)
 		return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
 	env->eng = eng;
@@ -188,15 +190,27 @@ int taskerd_api_register(struct taskerd_api *api, trpc_server *srv, trpc_health 
 	return 0;
 }
 
+static int bp_limits_differ(const struct svc_bp_limits *a, const struct svc_bp_limits *b)
+{
+	return a->warning != b->warning || a->critical != b->critical ||
+	       a->overflow != b->overflow || a->retry_after_s != b->retry_after_s;
+}
+
 int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_server *srv,
                        const struct trpc_server_config *cfg, const char **why)
 {
 	static __thread char buf[600];
 	struct tk_err err = {0};
 
-	if (api->env.auth == NULL) {
+	if (api->env.auth == NULL || api->env.backpressure == NULL) {
 		*why = "the API is not started";
 		return TRPC_ERR_STATE;
+	}
+	/* Everything that can be refused is checked before anything changes. */
+	if (svc_bp_limits_check(&fresh->bp, &err) != 0) {
+		snprintf(buf, sizeof buf, "%s", err.msg);
+		*why = buf;
+		return err.code;
 	}
 	if (auth_reload(api->env.auth, fresh->auth_cfg, &err) != 0) {
 		snprintf(buf, sizeof buf, "auth: %s", err.msg);
@@ -211,7 +225,16 @@ int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_
 			         back.msg);
 		return rc;
 	}
-	/* The new auth settings are now the ones in force. */
+	/* Cannot fail: the thresholds change only once all else is in force. */
+	svc_backpressure_set_limits(api->env.backpressure, &fresh->bp);
+	if (bp_limits_differ(&api->bp, &fresh->bp))
+		trpc_log(TRPC_LOG_INFO,
+		         "reload: backpressure warning_depth %ld, critical_depth %ld, "
+		         "overflow_depth %ld, retry_after_s %d",
+		         fresh->bp.warning, fresh->bp.critical, fresh->bp.overflow,
+		         fresh->bp.retry_after_s);
+	/* The new settings are now the ones in force. */
+	api->bp = fresh->bp;
 	struct auth_config *old = api->auth_cfg;
 	api->auth_cfg = fresh->auth_cfg;
 	fresh->auth_cfg = old;

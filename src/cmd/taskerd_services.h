@@ -13,6 +13,8 @@
 #ifndef TK_TASKERD_SERVICES_H
 #define TK_TASKERD_SERVICES_H
 
+#include <stddef.h>
+
 #include "store/err.h"
 #include "tasker/rpc.h"
 
@@ -29,13 +31,29 @@ struct taskerd_api *taskerd_api_new(void);
  * Sections: "auth" (auth.h's keys; "--auth.api_key.<name>.<key>" on the
  * command line is the same as key <key> of [auth.api_key.<name>]),
  * "auth.api_key.<name>", and "backpressure" (warning_depth,
- * critical_depth, overflow_depth: queue depths, >= 1; retry_after_s:
- * 1..3600). Returns 0 when the key was taken, TRPC_ERR_CONFIG when it is
- * not one of these sections, TRPC_ERR_INVALID (after printing why on
- * stderr) for a bad key or value in them.
+ * critical_depth, overflow_depth: queue depths, 1..1000000000, defaults
+ * 1000, 5000, 10000; retry_after_s: 1..3600, default 5). Returns 0 when
+ * the key was taken, TRPC_ERR_CONFIG when it is no key of these sections
+ * (the loader reports it, or ignores it in the environment),
+ * TRPC_ERR_INVALID for a bad value, with the reason kept for
+ * taskerd_api_last_error().
  */
 int taskerd_api_config_key(struct taskerd_api *api, const char *section, const char *key,
                            const char *value);
+
+/* Why taskerd_api_config_key last refused a value ("backpressure.
+ * warning_depth: ..."), or NULL; owned by api. */
+const char *taskerd_api_last_error(const struct taskerd_api *api);
+
+/* The rules between keys that need no resource: the [backpressure]
+ * depths in order. 0, or TRPC_ERR_CONFIG with err set. (taskerd_api_register
+ * checks them again, with the rest.) */
+int taskerd_api_check(const struct taskerd_api *api, struct tk_err *err);
+
+/* The i-th key taskerd_api_config_key takes (for --list-options): the
+ * [backpressure] keys, then auth_config_key()'s ([auth] and the
+ * "auth.api_key.<name>" pattern). 0, or TRPC_ERR_NOT_FOUND past the last. */
+int taskerd_api_key(size_t i, const char **section, const char **key);
 
 /*
  * Builds the credential checker, fills the services' environment and
@@ -51,11 +69,14 @@ int taskerd_api_register(struct taskerd_api *api, trpc_server *srv, trpc_health 
 
 /*
  * SIGHUP: applies a configuration read again into `fresh` (a second api
- * that only collected keys) and `cfg`: the [auth] settings (auth_reload)
- * and what trpc_server_reload takes (TLS files, log level, rate limits).
- * All or nothing: when the runtime refuses cfg, the auth settings in
- * force before are restored. Returns 0, or a negative code with *why
- * (thread-local or static). [backpressure] needs a restart.
+ * that only collected keys) and `cfg`: the [backpressure] thresholds, the
+ * [auth] settings (auth_reload) and what trpc_server_reload takes (TLS
+ * files, log level, rate limits). All or nothing: thresholds that break
+ * warning < critical <= overflow are refused before anything changes;
+ * when the runtime refuses cfg, the auth settings in force before are
+ * restored; the thresholds change last, at once (readers see the old set
+ * or the new one). Returns 0, or a negative code with *why (thread-local
+ * or static).
  */
 int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_server *srv,
                        const struct trpc_server_config *cfg, const char **why);

@@ -127,17 +127,9 @@ static int settings_set(struct api_settings *st, const char *section, const char
 		return set_worker_key(st, key, value, why);
 	if (strcmp(section, "web") == 0)
 		return rest_config_set(&st->rest, section, key, value, why);
-	if (strcmp(section, "auth") == 0 || strncmp(section, "auth.api_key.", 13) == 0) {
-		char sect[160];
-		const char *name, *dot;
-		/* --auth.api_key.<name>.<key>=...: section "auth", key
-		 * "api_key.<name>.<key>", which is key <key> of [auth.api_key.<name>] */
-		if (strcmp(section, "auth") == 0 && strncmp(key, "api_key.", 8) == 0 &&
-		    (dot = strrchr(name = key + 8, '.')) != NULL && dot != name) {
-			snprintf(sect, sizeof(sect), "auth.api_key.%.*s", (int)(dot - name), name);
-			section = sect;
-			key = dot + 1;
-		}
+	/* An unknown key of [auth] is the loader's to report (or, in the
+	 * environment, to ignore: TASKER_AUTH_TOKEN is tasker-cli's). */
+	if (auth_config_knows(section, key)) {
 		tk_err_clear(&err);
 		if (auth_config_set(st->auth, section, key, value, &err) == 0)
 			return 0;
@@ -155,18 +147,33 @@ int worker_services_set(const char *section, const char *key, const char *value,
 	return settings_set(&settings, section, key, value, why);
 }
 
-int worker_services_key(size_t i, const char **section, const char **key)
+/* The keys of [worker] taken here (the others are src/worker/settings.c's). */
+static int own_key(size_t i, const char **section, const char **key)
 {
 	static const char *const own[] = {"web_bind_address", "grpc_enabled",
 	                                  "health_check_timeout_ms"};
-	size_t n_own = sizeof(own) / sizeof(own[0]);
 
-	if (i < n_own) {
-		*section = "worker";
-		*key = own[i];
-		return 0;
+	if (i >= sizeof(own) / sizeof(own[0]))
+		return TRPC_ERR_NOT_FOUND;
+	*section = "worker";
+	*key = own[i];
+	return 0;
+}
+
+int worker_services_key(size_t i, const char **section, const char **key)
+{
+	static int (*const lists[])(size_t, const char **,
+	                            const char **) = {own_key, rest_config_key, auth_config_key};
+
+	for (size_t l = 0; l < sizeof(lists) / sizeof(lists[0]); l++) {
+		size_t n = 0;
+		while (lists[l](n, section, key) == 0)
+			n++;
+		if (i < n)
+			return lists[l](i, section, key);
+		i -= n;
 	}
-	return rest_config_key(i - n_own, section, key);
+	return TRPC_ERR_NOT_FOUND;
 }
 
 /* ------------------------------------------------------------------ servers */

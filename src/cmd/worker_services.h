@@ -41,8 +41,9 @@ struct wk_worker;
  */
 int worker_services_set(const char *section, const char *key, const char *value, const char **why);
 
-/* The i-th key it takes (for --list-options; the auth keys are the auth
- * module's): 0, or TRPC_ERR_NOT_FOUND past the last. */
+/* The i-th key it takes, for --list-options: its [worker] keys, [web]
+ * (rest_config_key) and [auth] with the "auth.api_key.<name>" pattern
+ * (auth_config_key). 0, or TRPC_ERR_NOT_FOUND past the last. */
 int worker_services_key(size_t i, const char **section, const char **key);
 
 struct worker_services_args {

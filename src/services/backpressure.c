@@ -1,9 +1,9 @@
 /*
  * backpressure: the cached queue-depth tier (see backpressure.h).
  *
- * mu guards the cached value and the `refreshing` flag; it is never held
- * across the database query, so a slow query only delays the thread that
- * runs it.
+ * mu guards the cached value, the `refreshing` flag and the thresholds; it
+ * is never held across the database query, so a slow query only delays
+ * the thread that runs it.
  */
 #include "config.h"
 
@@ -25,6 +25,7 @@ struct svc_backpressure {
 	int64_t depth;   /* valid when have */
 	char queue[64];
 	int failed_logged; /* the last attempt failed and was logged */
+	struct svc_bp_limits limits;
 };
 
 static int64_t now_ms(void)
@@ -34,7 +35,31 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-struct svc_backpressure *svc_backpressure_new(void)
+void svc_bp_limits_default(struct svc_bp_limits *l)
+{
+	l->warning = SVC_BP_DEFAULT_WARNING;
+	l->critical = SVC_BP_DEFAULT_CRITICAL;
+	l->overflow = SVC_BP_DEFAULT_OVERFLOW;
+	l->retry_after_s = SVC_BP_DEFAULT_RETRY_S;
+}
+
+int svc_bp_limits_check(const struct svc_bp_limits *l, struct tk_err *err)
+{
+	if (l->warning < 1 || l->retry_after_s < 1)
+		return tk_err_set(
+		    err, TRPC_ERR_CONFIG,
+		    "[backpressure] warning_depth (%ld) and retry_after_s (%d) must be "
+		    "at least 1",
+		    l->warning, l->retry_after_s);
+	if (l->warning >= l->critical || l->critical > l->overflow)
+		return tk_err_set(err, TRPC_ERR_CONFIG,
+		                  "[backpressure] need warning_depth < critical_depth <= "
+		                  "overflow_depth (have %ld, %ld, %ld)",
+		                  l->warning, l->critical, l->overflow);
+	return 0;
+}
+
+struct svc_backpressure *svc_backpressure_new(const struct svc_bp_limits *l)
 {
 	struct svc_backpressure *bp = calloc(1, sizeof *bp);
 	if (bp == NULL)
@@ -43,7 +68,18 @@ struct svc_backpressure *svc_backpressure_new(void)
 		free(bp);
 		return NULL;
 	}
+	if (l != NULL)
+		bp->limits = *l;
+	else
+		svc_bp_limits_default(&bp->limits);
 	return bp;
+}
+
+void svc_backpressure_set_limits(struct svc_backpressure *bp, const struct svc_bp_limits *l)
+{
+	pthread_mutex_lock(&bp->mu);
+	bp->limits = *l;
+	pthread_mutex_unlock(&bp->mu);
 }
 
 void svc_backpressure_free(struct svc_backpressure *bp)
@@ -110,15 +146,27 @@ void svc_backpressure_status(struct svc_env *env, struct svc_bp_status *out)
 
 	memset(out, 0, sizeof *out);
 	out->depth = -1;
-	out->warning = or_default(env->backpressure_warning_depth, SVC_BP_DEFAULT_WARNING);
-	out->critical = or_default(env->backpressure_critical_depth, SVC_BP_DEFAULT_CRITICAL);
-	out->overflow = or_default(env->backpressure_overflow_depth, SVC_BP_DEFAULT_OVERFLOW);
-	out->retry_after_s =
-	    (int)or_default(env->backpressure_retry_after_s, SVC_BP_DEFAULT_RETRY_S);
-	if (bp == NULL || env->eng == NULL)
+	if (bp == NULL) {
+		out->warning = or_default(env->backpressure_warning_depth, SVC_BP_DEFAULT_WARNING);
+		out->critical =
+		    or_default(env->backpressure_critical_depth, SVC_BP_DEFAULT_CRITICAL);
+		out->overflow =
+		    or_default(env->backpressure_overflow_depth, SVC_BP_DEFAULT_OVERFLOW);
+		out->retry_after_s =
+		    (int)or_default(env->backpressure_retry_after_s, SVC_BP_DEFAULT_RETRY_S);
 		return;
+	}
 
 	pthread_mutex_lock(&bp->mu);
+	/* One set of thresholds, taken together (a reload may replace them). */
+	out->warning = bp->limits.warning;
+	out->critical = bp->limits.critical;
+	out->overflow = bp->limits.overflow;
+	out->retry_after_s = bp->limits.retry_after_s;
+	if (env->eng == NULL) {
+		pthread_mutex_unlock(&bp->mu);
+		return;
+	}
 	int stale = !bp->refreshing && now_ms() - bp->read_at >= SVC_BP_REFRESH_MS;
 	if (stale)
 		bp->refreshing = 1;

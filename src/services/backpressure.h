@@ -11,7 +11,9 @@
  * refresh and the database sees one depth query per second per taskerd,
  * not one per call.
  *
- * Tiers (thresholds from struct svc_env, <= 0 meaning the default):
+ * Tiers (thresholds: those of the cache, set at its creation and replaced
+ * by svc_backpressure_set_limits on SIGHUP; without a cache those of
+ * struct svc_env, <= 0 meaning the default):
  *   normal    depth < warning
  *   warning   warning <= depth < critical: admitted, reported
  *   critical  critical <= depth < overflow: CreateTask refused
@@ -23,6 +25,8 @@
 #define TK_SVC_BACKPRESSURE_H
 
 #include <stdint.h>
+
+#include "store/err.h"
 
 struct svc_env;
 struct svc_backpressure;
@@ -49,9 +53,33 @@ struct svc_bp_status {
 	int retry_after_s;
 };
 
-/* A cache for one engine. NULL when out of memory. */
-struct svc_backpressure *svc_backpressure_new(void);
+/* The thresholds of the tiers and the retry hint of a refusal. */
+struct svc_bp_limits {
+	long warning, critical, overflow; /* queue depths, >= 1 */
+	int retry_after_s;
+};
+
+/* The defaults (SVC_BP_DEFAULT_*). */
+void svc_bp_limits_default(struct svc_bp_limits *l);
+
+/*
+ * The rule between the thresholds: warning < critical <= overflow, all at
+ * least 1, retry_after_s at least 1. 0, or TRPC_ERR_CONFIG with err
+ * naming the keys ([backpressure] warning_depth, ...).
+ */
+int svc_bp_limits_check(const struct svc_bp_limits *l, struct tk_err *err);
+
+/* A cache for one engine with the thresholds `l` (copied; NULL: the
+ * defaults). NULL when out of memory. */
+struct svc_backpressure *svc_backpressure_new(const struct svc_bp_limits *l);
 void svc_backpressure_free(struct svc_backpressure *bp);
+
+/*
+ * Replaces the thresholds at once (SIGHUP): a concurrent
+ * svc_backpressure_status sees the old set or the new one, never a mix.
+ * `l` must pass svc_bp_limits_check. Any thread.
+ */
+void svc_backpressure_set_limits(struct svc_backpressure *bp, const struct svc_bp_limits *l);
 
 /* The current status (refreshing the cache first when it is stale and no
  * other thread is doing so). Any thread. With env->backpressure NULL or no

@@ -36,7 +36,10 @@ struct svc_env {
 	struct auth *auth;  /* never NULL (auth disabled is a mode of it) */
 	trpc_server *srv;   /* the gRPC server */
 	struct svc_public_config pub;
-	/* Backpressure on CreateTask (tasker-api.md §6): queue-depth tiers. */
+	/* Backpressure on CreateTask (tasker-api.md §6): queue-depth tiers as
+	 * configured at start. Once `backpressure` is set, the thresholds in
+	 * force are the cache's (SIGHUP replaces them there, not here): read
+	 * them with svc_backpressure_status(). */
 	long backpressure_warning_depth;  /* default 1000 */
 	long backpressure_critical_depth; /* default 5000: CreateTask refused */
 	long backpressure_overflow_depth; /* default 10000 */
