@@ -5,8 +5,8 @@
 A private PostgreSQL cluster, two taskerd and one tasker-worker
 (t/lib/tasker_env.py). taskerd A runs without authentication; taskerd B
 shares the database with authentication on (an API key with tasks:read
-only, one with tasks:create and tasks:read) and tiny backpressure
-thresholds. Then:
+only, one with tasks:create and tasks:read, one with tasks:cancel and
+tasks:read) and tiny backpressure thresholds. Then:
 
   1. CreateTask with every field: stored in the table and returned;
      defaults (initiator "grpc", reason "Task created via gRPC")
@@ -16,10 +16,14 @@ thresholds. Then:
      outputs are the completed steps' results; GetTaskContext
   4. ListTasks: each filter, the sort, pagination, limit 1000 / 1001
   5. CancelTask while running and on a terminal task; a stream on a
-     cancelled task ends with TASK_ERROR
+     cancelled task ends with TASK_ERROR; the task's and its steps'
+     transitions to cancelled record the event, the reason, the transport
+     and the authenticated subject; CancelTask without a reason
   6. GetTaskSummary
   7. GetStep, ListSteps, GetStepAudit
-  8. ResolveStep COMPLETE_MANUALLY on a failed step: the task completes,
+  8. ResolveStep COMPLETE_MANUALLY on a failed step: the result and the
+     request's metadata are stored together (the engine's keys win), the
+     transition records who, why and over which API; the task completes,
      its stream ends; a task moved to resolved_manually ends its stream
   9. error mapping: NOT_FOUND, INVALID_ARGUMENT (bad uuid, unknown
      template, ownership, missing fields), ALREADY_EXISTS
@@ -70,6 +74,7 @@ TIMEOUT = 15
 WKT_DIR = os.environ.get("PROTOBUF_PROTODIR") or "/usr/include"
 READER_KEY = "reader-key-0c5e9a1f"
 WRITER_KEY = "writer-key-7d2b4e86"
+CANCEL_KEY = "cancel-key-3f81c0d5"
 RETRY_AFTER = 7
 
 # ---------------------------------------------------------------- messages
@@ -120,11 +125,15 @@ def auth_config():
                 "key = %s\n"
                 "permissions = tasks:create,tasks:read\n"
                 "description = writer\n"
+                "[auth.api_key.canceller]\n"
+                "key = %s\n"
+                "permissions = tasks:cancel,tasks:read\n"
+                "description = canceller\n"
                 "[backpressure]\n"
                 "warning_depth = 1\n"
                 "critical_depth = 3\n"
                 "overflow_depth = 100\n"
-                "retry_after_s = %d\n" % (READER_KEY, WRITER_KEY, RETRY_AFTER))
+                "retry_after_s = %d\n" % (READER_KEY, WRITER_KEY, CANCEL_KEY, RETRY_AFTER))
     return path
 
 
@@ -543,6 +552,17 @@ def list_tasks_case():
 
 
 # ---------------------------------------------------------------- 5. CancelTask
+def cancel_records(task):
+    """The metadata of the task's transition to cancelled, and those of its
+    steps' transitions to cancelled."""
+    t = env.json("SELECT metadata FROM tasker.task_transitions "
+                 "WHERE task_uuid = '%s' AND to_state = 'cancelled'" % task)
+    s = env.json("SELECT st.metadata FROM tasker.workflow_step_transitions st "
+                 "JOIN tasker.workflow_steps ws USING (workflow_step_uuid) "
+                 "WHERE ws.task_uuid = '%s' AND st.to_state = 'cancelled'" % task)
+    return [r["metadata"] for r in t], [r["metadata"] for r in s]
+
+
 @case("cancel")
 def cancel():
     r, e = create("engine_tests", "sleepy_chain", {"case": "cancel"})
@@ -562,6 +582,14 @@ def cancel():
            and r.task.state == TS.TASK_STATE_CANCELLED,
            "CancelTask of a terminal task: success=false with a message, not an error",
            err_text(e) if e else str(r)[:300])
+    # who and why, on the task and on every step the cancel settled (no
+    # authentication on taskerd A: no subject)
+    want = {"event": "Cancel", "reason": "test cancel", "transport": "grpc"}
+    tmeta, smeta = cancel_records(t)
+    tap.ok(tmeta == [want], "the task's transition to cancelled records event, reason and "
+           "transport", tmeta)
+    tap.ok(smeta and all(m == want for m in smeta),
+           "each step's transition to cancelled records the same", smeta)
     code = col.wait(15)
     last = col.updates[-1] if col.updates else None
     tap.ok(code == C.OK and last is not None and last.update_type == UT.UPDATE_TYPE_TASK_ERROR
@@ -570,6 +598,23 @@ def cancel():
            "a stream on a cancelled task ends with TASK_ERROR (CANCELLED); no step updates "
            "without include_steps",
            "code %s; %s" % (code, [update_text(u) for u in col.updates]))
+
+    # without a reason, by an authenticated caller (taskerd B, an API key)
+    r, e = create("engine_tests", "sleepy_chain", {"case": "cancel-no-reason"})
+    if not tap.ok(e is None, "create another sleepy chain", err_text(e)):
+        return
+    t = r.task.task_uuid
+    r, e = call("TaskService", "CancelTask", tasks_pb.CancelTaskRequest(task_uuid=t),
+                chan=chan_b, key=CANCEL_KEY)
+    tap.ok(e is None and r.success and r.task.state == TS.TASK_STATE_CANCELLED
+           and env.task_state(t) == "cancelled",
+           "CancelTask without a reason: success, state CANCELLED",
+           err_text(e) if e else str(r)[:300])
+    want = {"event": "Cancel", "subject": "api-key:canceller", "transport": "grpc"}
+    tmeta, smeta = cancel_records(t)
+    tap.ok(tmeta == [want] and smeta and all(m == want for m in smeta),
+           "without a reason: the transitions record event, subject and transport, and no "
+           "reason", (tmeta, smeta))
 
 
 # ---------------------------------------------------------------- 6. summary
@@ -662,16 +707,32 @@ def resolve():
         task_uuid=t, step_uuid=doomed,
         action_type=steps_pb.STEP_MANUAL_ACTION_TYPE_COMPLETE_MANUALLY,
         performed_by="operator-1", reason="fixed by hand",
-        result=struct({"fixed": True}), metadata=struct({"ticket": "OPS-1"})))
+        result=struct({"fixed": True}),
+        metadata=struct({"ticket": "OPS-1", "manual": False, "operator": "someone else"})))
     tap.ok(e is None and r.step.state == SS.STEP_STATE_COMPLETE
            and as_dict(r.step.results).get("result") == {"fixed": True},
            "ResolveStep COMPLETE_MANUALLY: the step is complete with the given result",
            err_text(e) if e else str(r)[:400])
+    want_meta = {"ticket": "OPS-1", "manual": True, "operator": "operator-1"}
+    shown = as_dict(r.step.results) if e is None else {}
+    tap.ok(shown.get("result") == {"fixed": True} and shown.get("metadata") == want_meta,
+           "the answer's step shows the result and the request's metadata together, the "
+           "engine's keys winning", shown)
     res = env.steps(t)["doomed_step"]["results"] or {}
-    tap.ok(res.get("result") == {"fixed": True}
-           and (res.get("metadata") or {}).get("ticket") == "OPS-1"
-           and (res.get("metadata") or {}).get("manual") is True,
+    tap.ok(res.get("result") == {"fixed": True} and res.get("metadata") == want_meta
+           and res.get("success") is True and res.get("status") == "completed",
            "the result and the request's metadata are stored", res)
+    r, e = call("StepService", "GetStep", steps_pb.GetStepRequest(task_uuid=t,
+                                                                 step_uuid=doomed))
+    tap.ok(e is None and as_dict(r.step.results) == shown,
+           "GetStep afterwards shows the same results", err_text(e) if e else str(r)[:400])
+    manual = env.json("SELECT metadata FROM tasker.workflow_step_transitions "
+                      "WHERE workflow_step_uuid = '%s' AND to_state = 'complete'" % doomed)
+    tap.ok([m["metadata"] for m in manual]
+           == [{"event": "CompleteManually", "operator": "operator-1",
+                "reason": "fixed by hand", "transport": "grpc"}],
+           "the manual completion's transition records performed_by, reason and transport",
+           manual)
     state = wait_state(t, ("complete",), 30)
     tap.ok(state == "complete", "the task is driven on and completes", state)
     col = Collector(t, include_steps=True)

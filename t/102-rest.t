@@ -22,8 +22,11 @@ Against a private PostgreSQL cluster (t/lib/tasker_env.py):
   taskerd         every route of §2.1 against its RPC on the same data
                   (tasks made over REST and gRPC and run by the worker): the
                   same fields, plus the REST-only TaskResponse `status` /
-                  `steps` and the list `pagination`; step resolution, task
-                  cancellation, and the REST error cases.
+                  `steps` and the list `pagination`; step resolution (the
+                  result and the metadata stored together, the transition
+                  recording who and why), task cancellation (with and
+                  without a reason, recorded on the task's and the steps'
+                  transitions), and the REST error cases.
 
 TASKER_TEST_KEEP=1 keeps the temporary directory; TASKER_TEST_VERBOSE=1
 copies the process logs to stderr.
@@ -772,7 +775,10 @@ doomed = [s for s in (stuck or {}).get("steps", []) if s["name"] == "doomed_step
 if doomed:
     path = "/v1/tasks/%s/workflow_steps/%s" % (FAIL_TASK, doomed[0]["step_uuid"])
     st, _, body = rest(OPORT, "PATCH", path, body={"action_type": "complete_manually",
-                                                  "completion_data": {"result": {"done": 1}},
+                                                  "completion_data": {"result": {"done": 1},
+                                                                      "metadata": {
+                                                                          "ticket": "OPS-2",
+                                                                          "manual": False}},
                                                   "reason": "fixed by hand",
                                                   "completed_by": "tester"})
     g, _, _, _ = rpc(och, "tasker.v1.StepService", "GetStep",
@@ -782,7 +788,19 @@ if doomed:
            body["step"]["results"].get("result") == {"done": 1},
            "PATCH complete_manually: the step completes with the result",
            (st, body))
+    tap.ok(st == 200 and body["step"]["results"].get("metadata") ==
+           {"ticket": "OPS-2", "manual": True, "operator": "tester"},
+           "PATCH complete_manually: the results hold the completion_data metadata too, the "
+           "engine's keys winning", (st, body))
     same("PATCH step answer = GetStep afterwards", body, g)
+    manual = env.json("SELECT metadata FROM tasker.workflow_step_transitions "
+                      "WHERE workflow_step_uuid = '%s' AND to_state = 'complete'"
+                      % doomed[0]["step_uuid"])
+    tap.ok([m["metadata"] for m in manual] ==
+           [{"event": "CompleteManually", "operator": "tester", "reason": "fixed by hand",
+             "transport": "rest"}],
+           "PATCH complete_manually: the transition records completed_by, reason and "
+           "transport", manual)
     st, _, body = rest(OPORT, "PATCH", path, body={"action_type": "complete_manually",
                                                   "reason": "x", "completed_by": "t",
                                                   "surprise": 1})
@@ -792,6 +810,19 @@ else:
     tap.ok(False, "PATCH complete_manually: no doomed step", stuck)
 
 # cancellation
+
+
+def cancel_records(task):
+    """The metadata of the task's transition to cancelled, and those of its
+    steps' transitions to cancelled."""
+    t = env.json("SELECT metadata FROM tasker.task_transitions "
+                 "WHERE task_uuid = '%s' AND to_state = 'cancelled'" % task)
+    s = env.json("SELECT st.metadata FROM tasker.workflow_step_transitions st "
+                 "JOIN tasker.workflow_steps ws USING (workflow_step_uuid) "
+                 "WHERE ws.task_uuid = '%s' AND st.to_state = 'cancelled'" % task)
+    return [r["metadata"] for r in t], [r["metadata"] for r in s]
+
+
 st, _, sleepy = rest(OPORT, "POST", "/v1/tasks", body={"name": "sleepy_chain",
                                                         "namespace": "engine_tests",
                                                         "version": "1.0.0"})
@@ -801,6 +832,24 @@ tap.ok(st == 200 and body.get("success") is True and
        body["task"]["state"] == "TASK_STATE_CANCELLED", "DELETE /v1/tasks/{uuid} cancels",
        (st, body))
 round_trips("DELETE answer round-trips as CancelTaskResponse", body, T.CancelTaskResponse)
+want = {"event": "Cancel", "reason": "enough", "transport": "rest"}
+tmeta, smeta = cancel_records(SLEEPY)
+tap.ok(tmeta == [want] and smeta and all(m == want for m in smeta),
+       "DELETE ?reason=: the task's and its steps' transitions to cancelled record event, "
+       "reason and transport", (tmeta, smeta))
+st, _, other = rest(OPORT, "POST", "/v1/tasks", body={"name": "sleepy_chain",
+                                                       "namespace": "engine_tests",
+                                                       "version": "1.0.0",
+                                                       "context": {"n": 2}})
+OTHER = other.get("task_uuid") if st == 201 else ""
+st, _, body = rest(OPORT, "DELETE", "/v1/tasks/" + OTHER)
+tmeta, smeta = cancel_records(OTHER)
+tap.ok(st == 200 and body.get("success") is True and
+       body["task"]["state"] == "TASK_STATE_CANCELLED" and
+       tmeta == [{"event": "Cancel", "transport": "rest"}] and smeta and
+       all(m == {"event": "Cancel", "transport": "rest"} for m in smeta),
+       "DELETE without a reason cancels; the transitions record no reason",
+       (st, body, tmeta, smeta))
 g, _, _, _ = rpc(och, TS, "CancelTask", T.CancelTaskRequest(task_uuid=SLEEPY),
                  T.CancelTaskResponse)
 st, _, body = rest(OPORT, "DELETE", "/v1/tasks/" + SLEEPY)

@@ -596,39 +596,88 @@ int eng_task_create(struct eng *e, const struct eng_task_request *req, struct en
 	return rv;
 }
 
-/* ------------------------------------------------------------------ cancel */
+/* ------------------------------------------------------------------ operator actions */
 
-int eng_task_cancel(struct eng *e, const char *task_uuid, struct tk_err *err)
+/*
+ * The metadata of an operator action's transitions, as JSON text in *out
+ * (free it): {"event"} and the fields of `by` that are given. 0, or
+ * TRPC_ERR_INVALID (a caller's text is not UTF-8) / TRPC_ERR_NOMEM.
+ */
+static int actor_metadata(const char *event, const struct eng_actor *by, char **out,
+                          struct tk_err *err)
 {
+	static const struct eng_actor nobody;
+	json_error_t je;
+
+	if (by == NULL)
+		by = &nobody;
+	json_t *m = json_pack_ex(&je, 0, "{s:s, s:s*, s:s*, s:s*, s:s*}", "event", event,
+	                         "operator", by->operator_name, "reason", by->reason, "subject",
+	                         by->subject, "transport", by->transport);
+	if (m == NULL)
+		return json_error_code(&je) == json_error_out_of_memory
+		           ? tk_err_set(err, TRPC_ERR_NOMEM, "out of memory")
+		           : tk_err_set(err, TRPC_ERR_INVALID, "reason or operator: %s", je.text);
+	*out = json_dumps(m, JSON_COMPACT);
+	json_decref(m);
+	return *out != NULL ? 0 : tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+}
+
+/* The task's transition to cancelled, with the action's metadata (the
+ * caller holds the row lock; eng_task_transition writes the event only). */
+static int task_cancelled(struct eng *e, PGconn *conn, const char *task_uuid, const char *from,
+                          const char *meta, struct tk_err *err)
+{
+	const char *p[] = {task_uuid, from, e->processor_uuid, meta};
+	PGresult *res = db_exec(conn,
+	                        "SELECT tasker.transition_task_state_atomic($1::uuid, $2, "
+	                        "'cancelled', $3::uuid, $4::jsonb)",
+	                        4, p, err);
+	if (res == NULL)
+		return err->code;
+	int ok = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	if (!ok)
+		return tk_err_set(err, TRPC_ERR_STATE, "task %s left %s before %s -> cancelled",
+		                  task_uuid, from, from);
+	return 0;
+}
+
+int eng_task_cancel(struct eng *e, const char *task_uuid, const struct eng_actor *by,
+                    struct tk_err *err)
+{
+	char *meta = NULL;
+	PGconn *conn;
+	PGresult *res;
+	char state[32];
+	int rv;
+
 	tk_err_clear(err);
 	if (check_uuid("task", task_uuid, err) != 0)
 		return err->code;
-	PGconn *conn = db_acquire(e->pool, err);
-	if (conn == NULL)
+	if ((rv = actor_metadata("Cancel", by, &meta, err)) != 0)
+		return rv;
+	if ((conn = db_acquire(e->pool, err)) == NULL) {
+		free(meta);
 		return err->code;
-	int rv = db_begin(conn, err);
-	if (rv != 0)
+	}
+	if ((rv = db_begin(conn, err)) != 0)
 		goto release;
-	char state[32];
-	rv = eng_lock_task(conn, task_uuid, state, sizeof state, err);
-	if (rv != 0)
+	if ((rv = eng_lock_task(conn, task_uuid, state, sizeof state, err)) != 0)
 		goto rollback;
 	if (eng_task_terminal(state)) {
 		rv = tk_err_set(err, TRPC_ERR_STATE, "task %s is already %s", task_uuid, state);
 		goto rollback;
 	}
-	const char *p[] = {task_uuid};
-	PGresult *res = db_exec(conn,
-	                        "SELECT tasker.cancel_task_steps($1::uuid, "
-	                        "'{\"event\":\"Cancel\"}'::jsonb)",
-	                        1, p, err);
+	/* The steps and the task carry the same record of who and why. */
+	const char *p[] = {task_uuid, meta};
+	res = db_exec(conn, "SELECT tasker.cancel_task_steps($1::uuid, $2::jsonb)", 2, p, err);
 	if (res == NULL) {
 		rv = err->code;
 		goto rollback;
 	}
 	PQclear(res);
-	rv = eng_task_transition(e, conn, task_uuid, state, "cancelled", "Cancel", err);
-	if (rv != 0)
+	if ((rv = task_cancelled(e, conn, task_uuid, state, meta, err)) != 0)
 		goto rollback;
 	rv = db_commit(conn, err);
 	goto release;
@@ -636,6 +685,7 @@ rollback:
 	db_rollback(conn, NULL);
 release:
 	db_release(e->pool, conn, rv != 0 && db_is_connection_error(conn));
+	free(meta);
 	return rv;
 }
 
@@ -663,26 +713,106 @@ int eng_task_state(struct eng *e, const char *task_uuid, char *buf, size_t size,
 
 /* ------------------------------------------------------------------ steps */
 
-int eng_step_resolve(struct eng *e, const char *step_uuid, int action, const char *result_json,
-                     const char *operator_name, const char *reason, struct tk_err *err)
+/*
+ * The step execution result a manual completion stores, as JSON text in
+ * *out (free it). Its metadata is the caller's with {"manual": true,
+ * "operator"} over it: the engine's keys win. The inputs were checked.
+ */
+static int manual_result(const char *step_uuid, const char *result_json, const char *metadata_json,
+                         const char *operator_name, char **out, struct tk_err *err)
 {
-	tk_err_clear(err);
+	json_error_t je;
+	json_t *r = result_json ? json_loads(result_json, JSON_DECODE_ANY, &je) : json_object();
+	json_t *meta = metadata_json ? json_loads(metadata_json, 0, &je) : json_object();
+	json_t *mine = json_pack("{s:b, s:s*}", "manual", 1, "operator", operator_name);
+	json_t *wrapped = NULL;
+
+	*out = NULL;
+	if (r != NULL && meta != NULL && mine != NULL && json_object_update(meta, mine) == 0) {
+		wrapped = json_pack("{s:s, s:b, s:O, s:s, s:O}", "step_uuid", step_uuid, "success",
+		                    1, "result", r, "status", "completed", "metadata", meta);
+		if (wrapped != NULL)
+			*out = json_dumps(wrapped, JSON_COMPACT);
+	}
+	json_decref(r);
+	json_decref(meta);
+	json_decref(mine);
+	json_decref(wrapped);
+	return *out != NULL ? 0 : tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+}
+
+/* Checks what eng_step_resolve is given, before any database work. */
+static int check_resolution(const char *step_uuid, int action, const char *result_json,
+                            const char *metadata_json, struct tk_err *err)
+{
 	if (check_uuid("step", step_uuid, err) != 0)
 		return err->code;
-	if (action == ENG_STEP_COMPLETE_MANUALLY && result_json != NULL &&
-	    valid_json(result_json, 0, err, "result") != 0)
+	if (action != ENG_STEP_RESET_FOR_RETRY && action != ENG_STEP_RESOLVE_MANUALLY &&
+	    action != ENG_STEP_COMPLETE_MANUALLY)
+		return tk_err_set(err, TRPC_ERR_INVALID, "unknown step action %d", action);
+	if (action != ENG_STEP_COMPLETE_MANUALLY)
+		return metadata_json == NULL
+		           ? 0
+		           : tk_err_set(err, TRPC_ERR_INVALID,
+		                        "metadata applies to a manual completion only");
+	if (result_json != NULL && valid_json(result_json, 0, err, "result") != 0)
 		return err->code;
-	PGconn *conn = db_acquire(e->pool, err);
-	if (conn == NULL)
+	if (metadata_json != NULL && valid_json(metadata_json, 1, err, "metadata") != 0)
 		return err->code;
-	int rv = db_begin(conn, err);
-	if (rv != 0)
+	return 0;
+}
+
+static const char resolve_manually_sql[] =
+    "SELECT tasker.transition_step_state_from_any($1::uuid, ARRAY[NULL, 'pending', "
+    "'enqueued', 'in_progress', 'enqueued_for_orchestration', "
+    "'enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error'], "
+    "'resolved_manually', $2::jsonb) IS NOT NULL";
+static const char complete_manually_sql[] =
+    "SELECT tasker.transition_step_state_from_any($1::uuid, ARRAY[NULL, 'pending', "
+    "'enqueued', 'in_progress', 'enqueued_for_orchestration', "
+    "'enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error'], "
+    "'complete', $2::jsonb, $3::jsonb) IS NOT NULL";
+
+int eng_step_resolve(struct eng *e, const char *step_uuid, int action, const char *result_json,
+                     const char *metadata_json, const struct eng_actor *by, struct tk_err *err)
+{
+	char *metas = NULL, *results = NULL;
+	const char *event, *sql;
+	PGconn *conn;
+	PGresult *res;
+	int rv;
+
+	tk_err_clear(err);
+	if ((rv = check_resolution(step_uuid, action, result_json, metadata_json, err)) != 0)
+		return rv;
+	if (action == ENG_STEP_RESET_FOR_RETRY) {
+		event = "ResetForRetry";
+		sql = "SELECT tasker.reset_step_for_retry($1::uuid, $2::jsonb)";
+	} else if (action == ENG_STEP_RESOLVE_MANUALLY) {
+		event = "ResolveManually";
+		sql = resolve_manually_sql;
+	} else {
+		event = "CompleteManually";
+		sql = complete_manually_sql;
+		/* The result and the caller's metadata go in with the transition:
+		 * one statement, one transaction. */
+		if ((rv = manual_result(step_uuid, result_json, metadata_json,
+		                        by ? by->operator_name : NULL, &results, err)) != 0)
+			return rv;
+	}
+	if ((rv = actor_metadata(event, by, &metas, err)) != 0)
+		goto out;
+	if ((conn = db_acquire(e->pool, err)) == NULL) {
+		rv = err->code;
+		goto out;
+	}
+	if ((rv = db_begin(conn, err)) != 0)
 		goto release;
 	const char *p0[] = {step_uuid};
-	PGresult *res = db_exec(conn,
-	                        "SELECT task_uuid, tasker.get_current_step_state($1::uuid) "
-	                        "FROM tasker.workflow_steps WHERE workflow_step_uuid = $1::uuid",
-	                        1, p0, err);
+	res = db_exec(conn,
+	              "SELECT task_uuid, tasker.get_current_step_state($1::uuid) "
+	              "FROM tasker.workflow_steps WHERE workflow_step_uuid = $1::uuid",
+	              1, p0, err);
 	if (res == NULL) {
 		rv = err->code;
 		goto rollback;
@@ -700,47 +830,8 @@ int eng_step_resolve(struct eng *e, const char *step_uuid, int action, const cha
 	/* Lock order everywhere: the task row first, then its steps. */
 	if ((rv = eng_lock_task(conn, task_uuid, tstate, sizeof tstate, err)) != 0)
 		goto rollback;
-	json_t *meta = json_pack("{s:s, s:s?, s:s?}", "event",
-	                         action == ENG_STEP_RESET_FOR_RETRY    ? "ResetForRetry"
-	                         : action == ENG_STEP_RESOLVE_MANUALLY ? "ResolveManually"
-	                                                               : "CompleteManually",
-	                         "operator", operator_name, "reason", reason);
-	char *metas = json_dumps(meta, JSON_COMPACT);
-	json_decref(meta);
-	char *results = NULL;
-	const char *sql;
-	if (action == ENG_STEP_RESET_FOR_RETRY) {
-		sql = "SELECT tasker.reset_step_for_retry($1::uuid, $2::jsonb)";
-	} else if (action == ENG_STEP_RESOLVE_MANUALLY) {
-		sql =
-		    "SELECT tasker.transition_step_state_from_any($1::uuid, ARRAY[NULL, 'pending', "
-		    "'enqueued', 'in_progress', 'enqueued_for_orchestration', "
-		    "'enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error'], "
-		    "'resolved_manually', $2::jsonb) IS NOT NULL";
-	} else if (action == ENG_STEP_COMPLETE_MANUALLY) {
-		json_error_t je;
-		json_t *r =
-		    result_json ? json_loads(result_json, JSON_DECODE_ANY, &je) : json_object();
-		json_t *wrapped =
-		    json_pack("{s:s, s:b, s:o, s:s, s:{s:b, s:s?}}", "step_uuid", step_uuid,
-		              "success", 1, "result", r ? r : json_null(), "status", "completed",
-		              "metadata", "manual", 1, "operator", operator_name);
-		results = json_dumps(wrapped, JSON_COMPACT);
-		json_decref(wrapped);
-		sql =
-		    "SELECT tasker.transition_step_state_from_any($1::uuid, ARRAY[NULL, 'pending', "
-		    "'enqueued', 'in_progress', 'enqueued_for_orchestration', "
-		    "'enqueued_as_error_for_orchestration', 'waiting_for_retry', 'error'], "
-		    "'complete', $2::jsonb, $3::jsonb) IS NOT NULL";
-	} else {
-		free(metas);
-		rv = tk_err_set(err, TRPC_ERR_INVALID, "unknown step action %d", action);
-		goto rollback;
-	}
 	const char *p1[] = {step_uuid, metas, results};
 	res = db_exec(conn, sql, results ? 3 : 2, p1, err);
-	free(metas);
-	free(results);
 	if (res == NULL) {
 		rv = err->code;
 		goto rollback;
@@ -762,5 +853,8 @@ rollback:
 	db_rollback(conn, NULL);
 release:
 	db_release(e->pool, conn, rv != 0 && db_is_connection_error(conn));
+out:
+	free(metas);
+	free(results);
 	return rv;
 }

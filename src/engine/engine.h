@@ -88,9 +88,25 @@ struct eng_task_created {
 int eng_task_create(struct eng *e, const struct eng_task_request *req, struct eng_task_created *out,
                     struct tk_err *err);
 
-/* Cancels a task: every non-terminal step, then the task. TRPC_ERR_STATE
- * when it is already terminal, TRPC_ERR_NOT_FOUND when unknown. */
-int eng_task_cancel(struct eng *e, const char *task_uuid, struct tk_err *err);
+/*
+ * Who performs an operator action and why. The fields given are recorded
+ * in the `metadata` of every transition the action writes, next to its
+ * "event": {"event", "operator", "reason", "subject", "transport"}. Each
+ * may be NULL (not recorded); so may the whole struct.
+ */
+struct eng_actor {
+	const char *operator_name; /* who the caller says acted (ResolveStep performed_by) */
+	const char *reason;        /* why, as the caller gave it */
+	const char *subject;       /* the authenticated subject; NULL when none */
+	const char *transport;     /* the API it came through: "grpc", "rest" */
+};
+
+/* Cancels a task: every non-terminal step, then the task, in one
+ * transaction; `by` goes into those transitions' metadata with event
+ * "Cancel". TRPC_ERR_STATE when it is already terminal, TRPC_ERR_NOT_FOUND
+ * when unknown. */
+int eng_task_cancel(struct eng *e, const char *task_uuid, const struct eng_actor *by,
+                    struct tk_err *err);
 
 /* Runs the task's state machine now (as the poller would). */
 int eng_task_drive(struct eng *e, const char *task_uuid, struct tk_err *err);
@@ -109,11 +125,22 @@ enum eng_step_action {
 
 /*
  * Operator action on a step, then the task is driven again (a task that
- * was blocked or in error continues). result_json (COMPLETE_MANUALLY) is
- * the step's result object. TRPC_ERR_STATE when the action does not apply
- * to the step's state.
+ * was blocked or in error continues), all in one transaction. `by` goes
+ * into the step transition's metadata (event "ResetForRetry",
+ * "ResolveManually" or "CompleteManually").
+ *
+ * COMPLETE_MANUALLY stores the step execution result {step_uuid, success:
+ * true, result, status: "completed", metadata}: result is result_json
+ * (NULL = {}); metadata is {"manual": true, "operator"} with the keys of
+ * metadata_json (a JSON object, or NULL) added, the engine's keys winning.
+ * The other actions take neither.
+ *
+ * Errors: TRPC_ERR_INVALID (bad uuid, result or metadata not JSON,
+ * metadata not an object or given to another action), TRPC_ERR_NOT_FOUND,
+ * TRPC_ERR_STATE when the action does not apply to the step's state, and
+ * the database codes.
  */
 int eng_step_resolve(struct eng *e, const char *step_uuid, int action, const char *result_json,
-                     const char *operator_name, const char *reason, struct tk_err *err);
+                     const char *metadata_json, const struct eng_actor *by, struct tk_err *err);
 
 #endif

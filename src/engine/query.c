@@ -662,36 +662,6 @@ int eng_task_steps(struct eng *e, const char *task_uuid, const char *step_uuid,
 	return rv;
 }
 
-int eng_step_merge_metadata(struct eng *e, const char *step_uuid, const char *metadata_json,
-                            struct tk_err *err)
-{
-	tk_err_clear(err);
-	if (eng_check_uuid("step", step_uuid, err) != 0)
-		return err->code;
-	PGconn *conn = take(e, err);
-	if (conn == NULL)
-		return err->code;
-	const char *p[] = {step_uuid, metadata_json};
-	PGresult *r = db_exec_prepared(
-	    conn, "eng_q_step_merge_metadata",
-	    "UPDATE tasker.workflow_steps SET results = jsonb_set(results, '{metadata}', "
-	    "$2::jsonb || COALESCE(results -> 'metadata', '{}'::jsonb)) "
-	    "WHERE workflow_step_uuid = $1::uuid AND jsonb_typeof(results) = 'object' "
-	    "AND jsonb_typeof($2::jsonb) = 'object' "
-	    "AND jsonb_typeof(COALESCE(results -> 'metadata', '{}'::jsonb)) = 'object' "
-	    "RETURNING 1",
-	    2, p, err);
-	int rv = 0;
-	if (r == NULL)
-		rv = err->code;
-	else if (PQntuples(r) == 0)
-		rv = tk_err_set(err, TRPC_ERR_NOT_FOUND, "step %s has no result to annotate",
-		                step_uuid);
-	PQclear(r);
-	give(e, conn, rv);
-	return rv;
-}
-
 /* ------------------------------------------------------------------ audit */
 
 void eng_audits_free(struct eng_audit *a, size_t n)

@@ -134,16 +134,6 @@ int eng_task_steps(struct eng *e, const char *task_uuid, const char *step_uuid,
 int eng_step_of_task(struct eng *e, const char *task_uuid, const char *step_uuid,
                      struct tk_err *err);
 
-/*
- * Adds the keys of metadata_json (an object) to the `metadata` of the
- * result a manual completion stored (keys the engine wrote win). The
- * engine's eng_step_resolve does not take the caller's metadata, so
- * ResolveStep writes it right after. TRPC_ERR_NOT_FOUND when the step has
- * no such result.
- */
-int eng_step_merge_metadata(struct eng *e, const char *step_uuid, const char *metadata_json,
-                            struct tk_err *err);
-
 struct eng_audit {
 	char audit_uuid[37], step_uuid[37], transition_uuid[37], task_uuid[37];
 	int64_t recorded_at;

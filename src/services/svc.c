@@ -33,6 +33,12 @@
 #include "services/ops.h"
 #include "services/svc.h"
 
+const char *svc_ctx_subject(const struct svc_ctx *ctx)
+{
+	const char *s = ctx->subject;
+	return s != NULL && s[0] != '\0' && strcmp(s, "anonymous") != 0 ? s : NULL;
+}
+
 int svc_fail(struct svc_result *res, int status, const char *fmt, ...)
 {
 	va_list ap;

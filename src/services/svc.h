@@ -52,6 +52,10 @@ struct svc_op {
 	svc_fn fn;
 };
 
+/* The caller's authenticated subject, or NULL when nobody authenticated
+ * (authentication off: the subject "anonymous"). For records of who acted. */
+const char *svc_ctx_subject(const struct svc_ctx *ctx);
+
 /* Maps an engine/store error (struct tk_err) onto res per tasker-api.md
  * §1.12; returns -1. */
 int svc_fail_err(struct svc_result *res, const struct tk_err *err);

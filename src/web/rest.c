@@ -1042,6 +1042,13 @@ static struct job *job_new(struct rest_request *rq, const struct svc_op *op,
 int rest_call(struct rest_request *rq, const char *service, const char *rpc,
               const ProtobufCMessage *req, ProtobufCMessage **resp, struct svc_result *res)
 {
+	return rest_call_as(rq, NULL, service, rpc, req, resp, res);
+}
+
+int rest_call_as(struct rest_request *rq, const char *permission, const char *service,
+                 const char *rpc, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                 struct svc_result *res)
+{
 	struct rest_server *s = rq->srv;
 	const struct svc_op *op = svc_find_op(s->tables, s->n_tables, service, rpc);
 	struct auth_result ar;
@@ -1051,10 +1058,11 @@ int rest_call(struct rest_request *rq, const char *service, const char *rpc,
 	if (op == NULL)
 		return svc_fail(res, TRPC_STATUS_UNIMPLEMENTED, "%s.%s is not served here", service,
 		                rpc);
+	if (permission == NULL)
+		permission = op->permission;
 	memset(&ar, 0, sizeof(ar));
 	if (s->env->auth == NULL ||
-	    auth_check(s->env->auth, rq->authorization, rq->api_key, op->permission, &ar) !=
-	        AUTH_OK ||
+	    auth_check(s->env->auth, rq->authorization, rq->api_key, permission, &ar) != AUTH_OK ||
 	    ar.code != AUTH_OK)
 		return svc_fail(res,
 		                ar.code == AUTH_UNAUTHENTICATED ? TRPC_STATUS_UNAUTHENTICATED

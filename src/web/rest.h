@@ -99,6 +99,16 @@ struct svc_env *rest_env(const struct rest_request *rq);
 int rest_call(struct rest_request *rq, const char *service, const char *rpc,
               const ProtobufCMessage *req, ProtobufCMessage **resp, struct svc_result *res);
 
+/*
+ * As rest_call, but the caller needs `permission` (NULL: the operation's
+ * own) rather than the operation's: for an adapter that shows through a
+ * narrower operation only what `permission` already grants (the steps of a
+ * task, which GetTask shows under tasks:read, read through ListSteps).
+ */
+int rest_call_as(struct rest_request *rq, const char *permission, const char *service,
+                 const char *rpc, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                 struct svc_result *res);
+
 /* Fills what the generic steps could not; returns 0, or -1 with res set
  * (INVALID_ARGUMENT becomes 400 BAD_REQUEST). */
 typedef int (*rest_build_fn)(struct rest_request *rq, ProtobufCMessage *req,

@@ -152,18 +152,19 @@ static int adapt_create_task(struct rest_request *rq, const ProtobufCMessage *re
                              struct svc_result *res)
 {
 	const Tasker__V1__CreateTaskResponse *cr = (const Tasker__V1__CreateTaskResponse *)resp;
-	Tasker__V1__GetTaskRequest get = TASKER__V1__GET_TASK_REQUEST__INIT;
+	Tasker__V1__ListStepsRequest list = TASKER__V1__LIST_STEPS_REQUEST__INIT;
 	ProtobufCMessage *got = NULL;
 	struct svc_result ignored;
 	json_t *steps = NULL, *t;
 
-	/* The steps as GetTask sees them; a caller without tasks:read gets the
-	 * task alone (it was created all the same). */
+	/* The steps as GetTask shows them, under its permission (tasks:read):
+	 * a caller without it gets the task alone (it was created all the
+	 * same). The task itself is CreateTask's: it is read once. */
 	memset(&ignored, 0, sizeof(ignored));
 	if (cr->task != NULL) {
-		get.task_uuid = cr->task->task_uuid;
-		get.include_steps = 1;
-		if (rest_call(rq, TASKS, "GetTask", &get.base, &got, &ignored) == 0) {
+		list.task_uuid = cr->task->task_uuid;
+		if (rest_call_as(rq, "tasks:read", STEPS, "ListSteps", &list.base, &got,
+		                 &ignored) == 0) {
 			json_t *g = pbjson_encode(got, PBJSON_EMIT_DEFAULTS);
 			steps = json_incref(json_object_get(g, "steps"));
 			json_decref(g);

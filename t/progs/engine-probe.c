@@ -3,7 +3,7 @@
  * tests (the gRPC and REST APIs come on top of the same functions).
  *
  *   engine-probe URL create NAMESPACE NAME [CONTEXT_JSON [VERSION [IDEMPOTENCY_KEY]]]
- *   engine-probe URL cancel TASK_UUID
+ *   engine-probe URL cancel TASK_UUID [REASON]
  *   engine-probe URL resolve STEP_UUID reset|resolve|complete [RESULT_JSON]
  *   engine-probe URL drive TASK_UUID
  *   engine-probe URL state TASK_UUID
@@ -66,14 +66,16 @@ int main(int argc, char **argv)
 		if (rv == 0)
 			snprintf(out, sizeof out, "%s", created.task_uuid);
 	} else if (strcmp(op, "cancel") == 0) {
-		rv = eng_task_cancel(e, argv[3], &err);
+		struct eng_actor by = {.reason = argc > 4 ? argv[4] : NULL};
+		rv = eng_task_cancel(e, argv[3], &by, &err);
 		snprintf(out, sizeof out, "cancelled");
 	} else if (strcmp(op, "resolve") == 0 && argc >= 5) {
 		int action = strcmp(argv[4], "reset") == 0     ? ENG_STEP_RESET_FOR_RETRY
 		             : strcmp(argv[4], "resolve") == 0 ? ENG_STEP_RESOLVE_MANUALLY
 		                                               : ENG_STEP_COMPLETE_MANUALLY;
-		rv = eng_step_resolve(e, argv[3], action, argc > 5 ? argv[5] : NULL, "engine-probe",
-		                      "test", &err);
+		struct eng_actor by = {.operator_name = "engine-probe", .reason = "test"};
+		rv = eng_step_resolve(e, argv[3], action, argc > 5 ? argv[5] : NULL, NULL, &by,
+		                      &err);
 		snprintf(out, sizeof out, "resolved");
 	} else if (strcmp(op, "drive") == 0) {
 		rv = eng_task_drive(e, argv[3], &err);

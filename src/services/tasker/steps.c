@@ -6,8 +6,9 @@
  *
  * ResolveStep runs the engine's operator action (eng_step_resolve), which
  * also drives the task on: a task blocked by the step continues. A
- * COMPLETE_MANUALLY `metadata` is added to the stored result's metadata
- * right after (the engine call does not take it).
+ * COMPLETE_MANUALLY `result` and `metadata` are stored with the step's
+ * transition, in the same transaction; the transition records who
+ * (performed_by, and the authenticated subject), why and over which API.
  */
 #include "config.h"
 
@@ -139,8 +140,11 @@ static int on_resolve_step(struct svc_env *env, const ProtobufCMessage *req_msg,
 	if (struct_text(req->result, "result", &result, res) != 0 ||
 	    struct_text(req->metadata, "metadata", &metadata, res) != 0)
 		goto out;
-	if (eng_step_resolve(env->eng, req->step_uuid, action, result, req->performed_by,
-	                     req->reason, &err) != 0) {
+	struct eng_actor by = {.operator_name = req->performed_by,
+	                       .reason = req->reason,
+	                       .subject = svc_ctx_subject(ctx),
+	                       .transport = ctx->transport};
+	if (eng_step_resolve(env->eng, req->step_uuid, action, result, metadata, &by, &err) != 0) {
 		rv = svc_fail_err(res, &err);
 		goto out;
 	}
@@ -151,13 +155,6 @@ static int on_resolve_step(struct svc_env *env, const ProtobufCMessage *req_msg,
 	                                               : "completed manually",
 	         req->performed_by, ctx->transport ? ctx->transport : "?",
 	         ctx->subject ? ctx->subject : "?", req->reason);
-	/* The action is done; a failure to add the metadata is logged, not
-	 * reported as a failed action (it would invite a second one). */
-	if (metadata != NULL &&
-	    eng_step_merge_metadata(env->eng, req->step_uuid, metadata, &err) != 0)
-		trpc_log(TRPC_LOG_WARN,
-		         "step %s: the manual completion's metadata was not stored: %s",
-		         req->step_uuid, err.msg);
 	rv = get_step(&b, env, req->task_uuid, req->step_uuid, &resp->step, res);
 out:
 	free(result);

@@ -16,7 +16,9 @@
  *     than silently clamped, so a client never believes it has every row.
  *   - GetTask fills steps (include_steps) and the context with the real
  *     outputs of the completed steps (include_context).
- *   - CancelTask of a terminal task answers success=false and why.
+ *   - CancelTask of a terminal task answers success=false and why. A cancel
+ *     records its reason, the authenticated subject and the transport on
+ *     the task's and the steps' transitions (eng_actor).
  */
 #include "config.h"
 
@@ -382,19 +384,22 @@ static int on_cancel_task(struct svc_env *env, const ProtobufCMessage *req_msg,
 	Tasker__V1__CancelTaskResponse *resp = (void *)resp_msg;
 	struct apb b = {.a = ctx->alloc};
 	struct tk_err err = {0};
-	const char *reason =
-	    from_req(req->_reason_case, req->reason) ? req->reason : "no reason given";
+	struct eng_actor by = {
+	    .reason = from_req(req->_reason_case, req->reason) ? req->reason : NULL,
+	    .subject = svc_ctx_subject(ctx),
+	    .transport = ctx->transport,
+	};
 
 	if (eng_check_uuid("task", req->task_uuid, &err) != 0)
 		return svc_fail_err(res, &err);
-	int rc = eng_task_cancel(env->eng, req->task_uuid, &err);
+	int rc = eng_task_cancel(env->eng, req->task_uuid, &by, &err);
 	if (rc != 0 && rc != TRPC_ERR_STATE)
 		return svc_fail_err(res, &err);
 	if (rc == 0) {
 		resp->success = 1;
 		trpc_log(TRPC_LOG_INFO, "task %s cancelled by %s over %s: %s", req->task_uuid,
 		         ctx->subject ? ctx->subject : "?", ctx->transport ? ctx->transport : "?",
-		         reason);
+		         by.reason ? by.reason : "no reason given");
 	} else { /* already terminal: an answer, not an error (§1.12) */
 		resp->_message_case = TASKER__V1__CANCEL_TASK_RESPONSE___MESSAGE_MESSAGE;
 		resp->message = apb_strdup(&b, err.msg);
