@@ -613,6 +613,8 @@ def rest_recorded():
            "REST task list: page, per_page, namespace, status; aligned columns", r.diag())
     routes = [
         (["task", "cancel", UUID], "DELETE", "/v1/tasks/" + UUID, None),
+        (["task", "cancel", UUID, "--reason", "no longer needed"], "DELETE",
+         "/v1/tasks/%s?reason=no%%20longer%%20needed" % UUID, None),
         (["task", "steps", UUID], "GET", "/v1/tasks/%s/workflow_steps" % UUID, None),
         (["task", "step", UUID, STEP], "GET", "/v1/tasks/%s/workflow_steps/%s" % (UUID, STEP),
          None),
@@ -1099,9 +1101,13 @@ def e2e(env, transport, profiles, api_key):
                 "--input", '{"case": "cli-cancel-%s"}' % T)
     waiting = task_of(j).get("task_uuid")
     tap.ok(r.rc == 0 and waiting, "%s: task create (a task no worker serves)" % T, r.diag())
-    r = run("task", "cancel", waiting or "x")
+    r = run("task", "cancel", waiting or "x", "--reason", "cli cancel over %s" % T)
     tap.ok(r.rc == 0 and env.wait_for(lambda: env.task_state(waiting) == "cancelled", 10),
            "%s: task cancel" % T, r.diag())
+    nil = "00000000-0000-0000-0000-000000000000"
+    why = env.sql("SELECT metadata ->> 'reason' FROM tasker.task_transitions "
+                  "WHERE task_uuid = '%s' AND to_state = 'cancelled'" % (waiting or nil))
+    tap.ok(why == "cli cancel over %s" % T, "%s: task cancel --reason is recorded" % T, repr(why))
     r = run("--format", "json", "task", "watch", waiting or "x", "--interval", "200",
             "--max-wait", "20")
     tap.ok(r.rc == 7, "%s: watching a cancelled task exits 7" % T, r.diag())

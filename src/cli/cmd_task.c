@@ -313,12 +313,14 @@ static int task_cancel(struct cli *c, const struct cli_args *a)
 	char text[512];
 	int rc;
 
-	if (msg == NULL) {
+	if (msg == NULL || cli_set_str(msg, "reason", cli_opt(a, "reason"))) {
+		json_decref(msg);
 		return cli_build_failed();
 	}
 	cli_request_init(&r, TASK_SVC "CancelTask", &tasker__v1__cancel_task_request__descriptor,
 	                 &tasker__v1__cancel_task_response__descriptor, msg);
 	cli_request_path(&r, "DELETE", "/v1/tasks/%s", a->pos[0]);
+	cli_request_query(&r, "reason", cli_opt(a, "reason"));
 	rc = cli_call(c, &r, &resp);
 	json_decref(msg);
 	if (resp == NULL) {
@@ -748,6 +750,11 @@ static const struct cli_opt list_opts[] = {
     {NULL, 0, NULL, NULL, 0},
 };
 
+static const struct cli_opt cancel_opts[] = {
+    {"reason", 0, "TEXT", "why the task is cancelled (recorded with the cancellation)", 0},
+    {NULL, 0, NULL, NULL, 0},
+};
+
 static const struct cli_opt reset_opts[] = {
     {"reason", 0, "TEXT", "why the step is reset", 1},
     {"reset-by", 0, "WHO", "operator (default: " DEF_OPERATOR ")", 0},
@@ -786,7 +793,7 @@ const struct cli_cmd cli_task_cmds[] = {
     {"task", "cancel", "<task_uuid>", 1, 1, "Cancel a task",
      "A task that has already ended is not cancelled: the server says so and the\n"
      "exit status is 4.\n",
-     cli_no_opts, task_cancel, CLI_NEEDS_PROFILE},
+     cancel_opts, task_cancel, CLI_NEEDS_PROFILE},
     {"task", "steps", "<task_uuid>", 1, 1, "List the steps of a task", NULL, cli_no_opts,
      task_steps, CLI_NEEDS_PROFILE},
     {"task", "step", "<task_uuid> <step_uuid>", 2, 2, "Show one step", NULL, cli_no_opts, task_step,
