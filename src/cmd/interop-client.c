@@ -36,6 +36,7 @@
 
 #include <tasker/rpc.h>
 
+#include "cmd/interop_flags.h"
 #include "grpc/testing/empty.pb-c.h"
 #include "grpc/testing/messages.pb-c.h"
 #include "grpc/testing/test.pb-c.h"
@@ -786,6 +787,39 @@ static int stream_close_send(struct client *c, struct stream *s, const char *wha
 	return 0;
 }
 
+/* stream_close_send() on a call the server may already have ended: that
+ * counts as half-closed, the end then tells what happened. */
+static int stream_close_send_if_open(struct client *c, struct stream *s, const char *what)
+{
+	int rc = trpc_ccall_close_send(s->call);
+
+	if (rc < 0 && rc != TRPC_ERR_CLOSED) {
+		return fail(c, "%s: trpc_ccall_close_send: %s", what, trpc_strerror(rc));
+	}
+	return 0;
+}
+
+/* Waits up to wait_ms for the end of the call and checks its status. */
+static int stream_expect_end(struct client *c, struct stream *s, int64_t wait_ms, int code,
+                             const char *message, const char *what)
+{
+	int rc = stream_wait_close(c, s, wait_ms, what);
+
+	if (rc == 0) {
+		rc = expect_status(c, &s->end, code, message, what);
+	}
+	return rc;
+}
+
+/* A FullDuplexCall, with its first request when first is not NULL. */
+static struct stream *duplex_open(struct client *c, const ProtobufCMessage *first,
+                                  const struct trpc_call_options *opts, const char *what)
+{
+	return stream_open(c, M_FULL_DUPLEX_CALL,
+	                   &grpc__testing__streaming_output_call_response__descriptor, first, 0,
+	                   opts, what);
+}
+
 /* Takes the next StreamingOutputCallResponse and checks its payload. */
 static int stream_expect_payload(struct client *c, struct stream *s, size_t size, const char *what)
 {
@@ -854,11 +888,7 @@ static int input_call(struct client *c, const struct trpc_call_options *opts,
 		}
 	}
 	if (rc == 0 && i == n) {
-		rc = trpc_ccall_close_send(s->call);
-		rc = rc == TRPC_ERR_CLOSED ? 0 : rc;
-		if (rc < 0) {
-			rc = fail(c, "%s: trpc_ccall_close_send: %s", what, trpc_strerror(rc));
-		}
+		rc = stream_close_send_if_open(c, s, what);
 	}
 	if (rc == 0) {
 		rc = stream_wait_close(c, s, STREAM_WAIT_MS, what);
@@ -1017,9 +1047,7 @@ static int case_ping_pong(struct client *c)
 	size_t i;
 	int rc = 0;
 
-	s = stream_open(c, M_FULL_DUPLEX_CALL,
-	                &grpc__testing__streaming_output_call_response__descriptor, NULL, 0, &opts,
-	                what);
+	s = duplex_open(c, NULL, &opts, what);
 	if (s == NULL) {
 		return -1;
 	}
@@ -1049,9 +1077,7 @@ static int case_empty_stream(struct client *c)
 	struct stream *s;
 	int rc;
 
-	s = stream_open(c, M_FULL_DUPLEX_CALL,
-	                &grpc__testing__streaming_output_call_response__descriptor, NULL, 0, &opts,
-	                what);
+	s = duplex_open(c, NULL, &opts, what);
 	if (s == NULL) {
 		return -1;
 	}
@@ -1078,9 +1104,7 @@ static int case_timeout_on_sleeping_server(struct client *c)
 
 	opts.timeout_ms = 1;
 	output_request_init(&r, NULL, 0, 27182);
-	s = stream_open(c, M_FULL_DUPLEX_CALL,
-	                &grpc__testing__streaming_output_call_response__descriptor, NULL, 0, &opts,
-	                what);
+	s = duplex_open(c, NULL, &opts, what);
 	if (s == NULL) {
 		return -1;
 	}
@@ -1088,10 +1112,8 @@ static int case_timeout_on_sleeping_server(struct client *c)
 	if (rc < 0 && rc != TRPC_ERR_CLOSED) {
 		rc = fail(c, "%s: trpc_ccall_send: %s", what, trpc_strerror(rc));
 	} else {
-		rc = stream_wait_close(c, s, CLOSE_GRACE_MS, what);
-	}
-	if (rc == 0) {
-		rc = expect_status(c, &s->end, TRPC_STATUS_DEADLINE_EXCEEDED, NULL, what);
+		rc = stream_expect_end(c, s, CLOSE_GRACE_MS, TRPC_STATUS_DEADLINE_EXCEEDED, NULL,
+		                       what);
 	}
 	stream_end(s);
 	return rc;
@@ -1111,10 +1133,7 @@ static int case_cancel_after_begin(struct client *c)
 		return -1;
 	}
 	trpc_ccall_cancel(s->call);
-	rc = stream_wait_close(c, s, CLOSE_GRACE_MS, what);
-	if (rc == 0) {
-		rc = expect_status(c, &s->end, TRPC_STATUS_CANCELLED, NULL, what);
-	}
+	rc = stream_expect_end(c, s, CLOSE_GRACE_MS, TRPC_STATUS_CANCELLED, NULL, what);
 	stream_end(s);
 	return rc;
 }
@@ -1129,19 +1148,14 @@ static int case_cancel_after_first_response(struct client *c)
 	int rc;
 
 	output_request_init(&r, &spec, 1, 27182);
-	s = stream_open(c, M_FULL_DUPLEX_CALL,
-	                &grpc__testing__streaming_output_call_response__descriptor, &r.req.base, 0,
-	                &opts, what);
+	s = duplex_open(c, &r.req.base, &opts, what);
 	if (s == NULL) {
 		return -1;
 	}
 	rc = stream_expect_payload(c, s, (size_t)spec.size, what);
 	if (rc == 0) {
 		trpc_ccall_cancel(s->call);
-		rc = stream_wait_close(c, s, CLOSE_GRACE_MS, what);
-	}
-	if (rc == 0) {
-		rc = expect_status(c, &s->end, TRPC_STATUS_CANCELLED, NULL, what);
+		rc = stream_expect_end(c, s, CLOSE_GRACE_MS, TRPC_STATUS_CANCELLED, NULL, what);
 	}
 	stream_end(s);
 	return rc;
@@ -1178,26 +1192,18 @@ static int case_status_code_and_message(struct client *c)
 	}
 	output_request_init(&r, NULL, 0, 0);
 	output_request_status(&r, TRPC_STATUS_UNKNOWN, TEST_STATUS_MESSAGE);
-	s = stream_open(c, M_FULL_DUPLEX_CALL,
-	                &grpc__testing__streaming_output_call_response__descriptor, NULL, 0, &opts,
-	                what);
+	s = duplex_open(c, NULL, &opts, what);
 	if (s == NULL) {
 		return -1;
 	}
 	rc = stream_send(c, s, &r.req.base, what);
 	if (rc == 0) {
 		/* The server may end the call on the request, before this. */
-		rc = trpc_ccall_close_send(s->call);
-		rc = rc == TRPC_ERR_CLOSED ? 0 : rc;
-		if (rc < 0) {
-			rc = fail(c, "%s: trpc_ccall_close_send: %s", what, trpc_strerror(rc));
-		}
+		rc = stream_close_send_if_open(c, s, what);
 	}
 	if (rc == 0) {
-		rc = stream_wait_close(c, s, STREAM_WAIT_MS, what);
-	}
-	if (rc == 0) {
-		rc = expect_status(c, &s->end, TRPC_STATUS_UNKNOWN, TEST_STATUS_MESSAGE, what);
+		rc = stream_expect_end(c, s, STREAM_WAIT_MS, TRPC_STATUS_UNKNOWN,
+		                       TEST_STATUS_MESSAGE, what);
 	}
 	stream_end(s);
 	return rc;
@@ -1254,9 +1260,7 @@ static int case_custom_metadata(struct client *c)
 
 	what = "FullDuplexCall with custom metadata";
 	output_request_init(&r, &spec, 1, LARGE_REQUEST_SIZE);
-	s = stream_open(c, M_FULL_DUPLEX_CALL,
-	                &grpc__testing__streaming_output_call_response__descriptor, NULL, 0, &opts,
-	                what);
+	s = duplex_open(c, NULL, &opts, what);
 	if (s == NULL) {
 		return -1;
 	}
@@ -1277,24 +1281,25 @@ static int case_custom_metadata(struct client *c)
 	return rc;
 }
 
-static int case_unimplemented_method(struct client *c)
+/* An Empty request to method, expecting UNIMPLEMENTED. */
+static int empty_expect_unimplemented(struct client *c, const char *method, const char *what)
 {
 	Grpc__Testing__Empty req = GRPC__TESTING__EMPTY__INIT;
 	struct trpc_call_options opts = call_options();
 
-	return unary_expect_status(
-	    c, M_UNIMPLEMENTED_CALL, &req.base, &grpc__testing__empty__descriptor, &opts,
-	    TRPC_STATUS_UNIMPLEMENTED, NULL, "TestService/UnimplementedCall");
+	return unary_expect_status(c, method, &req.base, &grpc__testing__empty__descriptor, &opts,
+	                           TRPC_STATUS_UNIMPLEMENTED, NULL, what);
+}
+
+static int case_unimplemented_method(struct client *c)
+{
+	return empty_expect_unimplemented(c, M_UNIMPLEMENTED_CALL, "TestService/UnimplementedCall");
 }
 
 static int case_unimplemented_service(struct client *c)
 {
-	Grpc__Testing__Empty req = GRPC__TESTING__EMPTY__INIT;
-	struct trpc_call_options opts = call_options();
-
-	return unary_expect_status(
-	    c, M_UNIMPLEMENTED_SERVICE_CALL, &req.base, &grpc__testing__empty__descriptor, &opts,
-	    TRPC_STATUS_UNIMPLEMENTED, NULL, "UnimplementedService/UnimplementedCall");
+	return empty_expect_unimplemented(c, M_UNIMPLEMENTED_SERVICE_CALL,
+	                                  "UnimplementedService/UnimplementedCall");
 }
 
 /*
@@ -1435,27 +1440,19 @@ struct options {
 	const char *server_host_override;
 };
 
-enum opt_kind { OPT_STRING = 1, OPT_PORT = 2, OPT_BOOL = 3 };
-
-struct opt_def {
-	const char *name;
-	enum opt_kind kind;
-	size_t offset;
-};
-
 #define OPT(name, kind, field)                                                                     \
 	{                                                                                          \
-		name, kind, offsetof(struct options, field)                                        \
+		name, INTEROP_FLAG_##kind, offsetof(struct options, field), NULL, NULL             \
 	}
 
-static const struct opt_def opt_defs[] = {
-    OPT("server_host", OPT_STRING, server_host),
-    OPT("server_port", OPT_PORT, server_port),
-    OPT("test_case", OPT_STRING, test_case),
-    OPT("use_tls", OPT_BOOL, use_tls),
-    OPT("use_test_ca", OPT_BOOL, use_test_ca),
-    OPT("ca_file", OPT_STRING, ca_file),
-    OPT("server_host_override", OPT_STRING, server_host_override),
+static const struct interop_flag opt_defs[] = {
+    OPT("server_host", STRING, server_host),
+    OPT("server_port", PORT, server_port),
+    OPT("test_case", STRING, test_case),
+    OPT("use_tls", BOOL, use_tls),
+    OPT("use_test_ca", BOOL, use_test_ca),
+    OPT("ca_file", STRING, ca_file),
+    OPT("server_host_override", STRING, server_host_override),
 };
 
 #define N_OPT_DEFS (sizeof opt_defs / sizeof opt_defs[0])
@@ -1476,101 +1473,21 @@ static void usage(FILE *f, const char *prog)
 	fprintf(f, "\n");
 }
 
-static const struct opt_def *opt_find(const char *name, size_t len)
-{
-	size_t i;
+static const struct interop_flags flags = {
+    .defs = opt_defs,
+    .n_defs = N_OPT_DEFS,
+    .usage = usage,
+    .pass_unknown = 0,
+};
 
-	for (i = 0; i < N_OPT_DEFS; i++) {
-		if (strlen(opt_defs[i].name) == len && strncmp(opt_defs[i].name, name, len) == 0) {
-			return &opt_defs[i];
-		}
-	}
-	return NULL;
-}
-
-/* Go's strconv.ParseBool spellings, as grpc-go's flag package accepts. */
-static int parse_bool(const char *v, long *out)
-{
-	static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True"};
-	static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False"};
-	size_t i;
-
-	for (i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-		if (strcmp(v, yes[i]) == 0) {
-			*out = 1;
-			return 0;
-		}
-		if (strcmp(v, no[i]) == 0) {
-			*out = 0;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-static int opt_apply(struct options *o, const struct opt_def *d, const char *v)
-{
-	void *field = (char *)o + d->offset;
-	char *end;
-	long n;
-
-	switch (d->kind) {
-	case OPT_STRING:
-		*(const char **)field = v;
-		return 0;
-	case OPT_BOOL:
-		return parse_bool(v, field);
-	case OPT_PORT:
-		errno = 0;
-		n = strtol(v, &end, 10);
-		if (errno != 0 || end == v || *end != '\0' || n <= 0 || n > 65535) {
-			return -1;
-		}
-		*(long *)field = n;
-		return 0;
-	}
-	return -1;
-}
-
-/* Parses "-flag=v", "--flag=v", "-flag v", "--flag v" (booleans take no
- * separate value). Returns 1 to run, 0 after --help, -1 on a bad argument. */
+/* The flags (interop_flags_parse()) and their consistency. Returns 1 to
+ * run, 0 after --help, -1 on a bad argument. */
 static int parse_args(int argc, char **argv, struct options *o)
 {
-	int i;
+	int n = interop_flags_parse(&flags, argc, argv, o);
 
-	for (i = 1; i < argc; i++) {
-		const char *arg = argv[i], *name, *eq, *v;
-		const struct opt_def *d;
-
-		if (arg[0] != '-' || arg[1] == '\0') {
-			fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], arg);
-			return -1;
-		}
-		name = arg + (arg[1] == '-' ? 2 : 1);
-		if (strcmp(name, "help") == 0 || strcmp(name, "h") == 0) {
-			usage(stdout, argv[0]);
-			return 0;
-		}
-		eq = strchr(name, '=');
-		d = opt_find(name, eq != NULL ? (size_t)(eq - name) : strlen(name));
-		if (d == NULL) {
-			fprintf(stderr, "%s: unknown option '%s'\n", argv[0], arg);
-			return -1;
-		}
-		if (eq != NULL) {
-			v = eq + 1;
-		} else if (d->kind == OPT_BOOL) {
-			v = "true";
-		} else if (i + 1 < argc) {
-			v = argv[++i];
-		} else {
-			fprintf(stderr, "%s: option '%s' needs a value\n", argv[0], arg);
-			return -1;
-		}
-		if (opt_apply(o, d, v) < 0) {
-			fprintf(stderr, "%s: bad value '%s' for --%s\n", argv[0], v, d->name);
-			return -1;
-		}
+	if (n <= 0) {
+		return n;
 	}
 	if (o->use_test_ca && o->ca_file == NULL) {
 		fprintf(stderr,

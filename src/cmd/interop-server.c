@@ -29,6 +29,7 @@
 
 #include <tasker/rpc.h>
 
+#include "cmd/interop_flags.h"
 #include "grpc/testing/empty.pb-c.h"
 #include "grpc/testing/messages.pb-c.h"
 #include "grpc/testing/test.pb-c.h"
@@ -735,29 +736,20 @@ struct options {
 	const char *config;
 };
 
-enum opt_kind { OPT_STRING = 1, OPT_PORT = 2, OPT_BOOL = 3 };
-
-struct opt_def {
-	const char *name;
-	enum opt_kind kind;
-	size_t offset;
-	const char *section, *key; /* the configuration key it sets, if any */
-};
-
 #define OPT(name, kind, field, section, key)                                                       \
 	{                                                                                          \
-		name, kind, offsetof(struct options, field), section, key                          \
+		name, INTEROP_FLAG_##kind, offsetof(struct options, field), section, key           \
 	}
 
-static const struct opt_def opt_defs[] = {
-    OPT("host", OPT_STRING, host, NULL, NULL),
-    OPT("port", OPT_PORT, port, NULL, NULL),
-    OPT("use_tls", OPT_BOOL, use_tls, NULL, NULL),
-    OPT("tls_cert_file", OPT_STRING, tls_cert_file, "tls", "cert_file"),
-    OPT("tls_key_file", OPT_STRING, tls_key_file, "tls", "key_file"),
-    OPT("io_threads", OPT_STRING, io_threads, "server", "io_threads"),
-    OPT("workers", OPT_STRING, workers, "server", "workers"),
-    OPT("config", OPT_STRING, config, NULL, NULL),
+static const struct interop_flag opt_defs[] = {
+    OPT("host", STRING, host, NULL, NULL),
+    OPT("port", PORT0, port, NULL, NULL),
+    OPT("use_tls", BOOL, use_tls, NULL, NULL),
+    OPT("tls_cert_file", STRING, tls_cert_file, "tls", "cert_file"),
+    OPT("tls_key_file", STRING, tls_key_file, "tls", "key_file"),
+    OPT("io_threads", STRING, io_threads, "server", "io_threads"),
+    OPT("workers", STRING, workers, "server", "workers"),
+    OPT("config", STRING, config, NULL, NULL),
 };
 
 #define N_OPT_DEFS (sizeof opt_defs / sizeof opt_defs[0])
@@ -771,117 +763,13 @@ static void usage(FILE *f, const char *prog)
 	        prog);
 }
 
-static const struct opt_def *opt_find(const char *name, size_t len)
-{
-	size_t i;
-
-	for (i = 0; i < N_OPT_DEFS; i++) {
-		if (strlen(opt_defs[i].name) == len && strncmp(opt_defs[i].name, name, len) == 0) {
-			return &opt_defs[i];
-		}
-	}
-	return NULL;
-}
-
-/* Go's strconv.ParseBool spellings, as grpc-go's flag package accepts. */
-static int parse_bool(const char *v, long *out)
-{
-	static const char *const yes[] = {"1", "t", "T", "true", "TRUE", "True"};
-	static const char *const no[] = {"0", "f", "F", "false", "FALSE", "False"};
-	size_t i;
-
-	for (i = 0; i < sizeof yes / sizeof yes[0]; i++) {
-		if (strcmp(v, yes[i]) == 0) {
-			*out = 1;
-			return 0;
-		}
-		if (strcmp(v, no[i]) == 0) {
-			*out = 0;
-			return 0;
-		}
-	}
-	return -1;
-}
-
-static int opt_apply(struct options *o, const struct opt_def *d, const char *v)
-{
-	void *field = (char *)o + d->offset;
-	char *end;
-	long n;
-
-	switch (d->kind) {
-	case OPT_STRING:
-		*(const char **)field = v;
-		return 0;
-	case OPT_BOOL:
-		return parse_bool(v, field);
-	case OPT_PORT:
-		errno = 0;
-		n = strtol(v, &end, 10);
-		if (errno != 0 || end == v || *end != '\0' || n < 0 || n > 65535) {
-			return -1;
-		}
-		*(long *)field = n;
-		return 0;
-	}
-	return -1;
-}
-
-/*
- * Takes this program's flags out of argv, in "-flag=v", "--flag=v",
- * "-flag v" and "--flag v" forms, and moves the other "--..." arguments
- * (configuration overrides) to the front of argv after argv[0]. Returns the
- * new argc, 0 after --help, -1 on a bad argument.
- */
-static int parse_args(int argc, char **argv, struct options *o)
-{
-	int i, n = 1;
-
-	for (i = 1; i < argc; i++) {
-		const char *arg = argv[i], *name, *eq, *v;
-		const struct opt_def *d;
-
-		if (arg[0] != '-' || arg[1] == '\0') {
-			fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], arg);
-			return -1;
-		}
-		name = arg + (arg[1] == '-' ? 2 : 1);
-		if (strcmp(name, "help") == 0 || strcmp(name, "h") == 0) {
-			usage(stdout, argv[0]);
-			return 0;
-		}
-		eq = strchr(name, '=');
-		d = opt_find(name, eq != NULL ? (size_t)(eq - name) : strlen(name));
-		if (d == NULL) {
-			if (arg[1] != '-') {
-				fprintf(stderr, "%s: unknown option '%s'\n", argv[0], arg);
-				return -1;
-			}
-			argv[n++] = argv[i];
-			/* "--section.key value": keep the value with its key */
-			if (eq == NULL && i + 1 < argc) {
-				argv[n++] = argv[++i];
-			}
-			continue;
-		}
-		if (eq != NULL) {
-			v = eq + 1;
-		} else if (d->kind == OPT_BOOL) {
-			v = "true";
-		} else if (i + 1 < argc) {
-			v = argv[++i];
-		} else {
-			fprintf(stderr, "%s: option '%s' needs a value\n", argv[0], arg);
-			return -1;
-		}
-		if (opt_apply(o, d, v) < 0) {
-			fprintf(stderr, "%s: bad value '%s' for --%s\n", argv[0], v, d->name);
-			return -1;
-		}
-	}
-	argv[n] = NULL;
-	return n;
-}
+/* Unknown "--section.key=value" arguments are configuration overrides. */
+static const struct interop_flags flags = {
+    .defs = opt_defs,
+    .n_defs = N_OPT_DEFS,
+    .usage = usage,
+    .pass_unknown = 1,
+};
 
 /* Applies the flags on top of the loaded configuration. */
 static int apply_options(struct trpc_server_config *cfg, const struct options *o, const char **why)
@@ -907,7 +795,7 @@ static int apply_options(struct trpc_server_config *cfg, const struct options *o
 		                            why);
 	}
 	for (i = 0; rc == 0 && i < N_OPT_DEFS; i++) {
-		const struct opt_def *d = &opt_defs[i];
+		const struct interop_flag *d = &opt_defs[i];
 		const char *v = *(const char *const *)((const char *)o + d->offset);
 
 		if (d->section != NULL && v != NULL) {
@@ -1017,7 +905,7 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	n = parse_args(argc, argv, &opts);
+	n = interop_flags_parse(&flags, argc, argv, &opts);
 	if (n <= 0) {
 		if (n < 0) {
 			usage(stderr, argv[0]);

@@ -96,11 +96,14 @@ static void copy_str(char *dst, size_t size, const char *src)
 
 /* ------------------------------------------------------------------ queries */
 
-static int check_limit(const char *what, int v, int min, int max, struct tk_err *err)
+/* v, checked against [min, max], as the text of a statement parameter. */
+static int int_param(const char *what, int v, int min, int max, char *buf, size_t size,
+                     struct tk_err *err)
 {
 	if (v < min || v > max)
 		return tk_err_set(err, TRPC_ERR_INVALID, "%s must be between %d and %d (got %d)",
 		                  what, min, max, v);
+	snprintf(buf, size, "%d", v);
 	return 0;
 }
 
@@ -132,9 +135,15 @@ static void *rows_alloc(PGresult *res, size_t size, size_t *n, struct tk_err *er
 	return v;
 }
 
-static void int_text(char *buf, size_t size, long v)
+/* run(), then rows_alloc() for its result. *res is the result, kept when
+ * the allocation fails: the caller's clear function frees both. NULL with
+ * err set on failure. */
+static void *run_rows(struct eng *e, const char *name, const char *sql, int n,
+                      const char *const *params, PGresult **res, size_t size, size_t *nrows,
+                      struct tk_err *err)
 {
-	snprintf(buf, size, "%ld", v);
+	*res = run(e, name, sql, n, params, err);
+	return *res != NULL ? rows_alloc(*res, size, nrows, err) : NULL;
 }
 
 /* ================================================================== templates */
@@ -295,10 +304,9 @@ static const char SQL_PERFORMANCE[] =
 int adm_performance(struct eng *e, int hours, struct adm_perf *out, struct tk_err *err)
 {
 	memset(out, 0, sizeof *out);
-	if (check_limit("hours", hours, 1, 87600, err) != 0)
-		return err->code;
 	char h[16];
-	int_text(h, sizeof h, hours);
+	if (int_param("hours", hours, 1, 87600, h, sizeof h, err) != 0)
+		return err->code;
 	const char *p[] = {h};
 	PGresult *r = run(e, "adm_performance", SQL_PERFORMANCE, 1, p, err);
 	if (r == NULL)
@@ -386,17 +394,15 @@ int adm_bottlenecks(struct eng *e, int limit, int min_executions, struct adm_bot
                     struct tk_err *err)
 {
 	memset(out, 0, sizeof *out);
-	if (check_limit("limit", limit, 1, ADM_MAX_LIMIT, err) != 0 ||
-	    check_limit("min_executions", min_executions, 1, 1000000, err) != 0)
+	char l[16], m[16];
+	if (int_param("limit", limit, 1, ADM_MAX_LIMIT, l, sizeof l, err) != 0 ||
+	    int_param("min_executions", min_executions, 1, 1000000, m, sizeof m, err) != 0)
 		return err->code;
 	/* the pool before this call takes a connection */
 	db_pool_stats(e->pool, &out->pool);
 	out->pool_utilization =
 	    out->pool.size > 0 ? (double)out->pool.active / (double)out->pool.size : 0.0;
 
-	char l[16], m[16];
-	int_text(l, sizeof l, limit);
-	int_text(m, sizeof m, min_executions);
 	const char *p[] = {l, m};
 	PGconn *conn = db_acquire(e->pool, err);
 	if (conn == NULL)
@@ -504,11 +510,14 @@ static const char SQL_DLQ_BY_TASK[] = "SELECT " DLQ_COLUMNS "FROM tasker.tasks_d
                                       "ORDER BY d.dlq_timestamp DESC, d.created_at DESC, "
                                       "d.dlq_entry_uuid DESC LIMIT 1";
 
-static int dlq_rows(PGresult *r, struct adm_dlq_entries *out, struct tk_err *err)
+/* run_rows() for the entries of a DLQ_COLUMNS statement. */
+static int dlq_rows(struct eng *e, const char *name, const char *sql, int n,
+                    const char *const *params, struct adm_dlq_entries *out, struct tk_err *err)
 {
-	out->res = r;
-	if ((out->v = rows_alloc(r, sizeof *out->v, &out->n, err)) == NULL)
-		return TRPC_ERR_NOMEM;
+	out->v = run_rows(e, name, sql, n, params, &out->res, sizeof *out->v, &out->n, err);
+	if (out->v == NULL)
+		return fail_code(err);
+	PGresult *r = out->res;
 	for (size_t i = 0; i < out->n; i++) {
 		struct adm_dlq_entry *d = &out->v[i];
 		int row = (int)i;
@@ -536,17 +545,12 @@ int adm_dlq_list(struct eng *e, const char *status, int limit, int offset,
 	if (status != NULL && !valid_status(status))
 		return tk_err_set(err, TRPC_ERR_INVALID, "unknown resolution status \"%.40s\"",
 		                  status);
-	if (check_limit("limit", limit, 1, ADM_MAX_LIMIT, err) != 0 ||
-	    check_limit("offset", offset, 0, 2147483647, err) != 0)
-		return err->code;
 	char l[16], o[16];
-	int_text(l, sizeof l, limit);
-	int_text(o, sizeof o, offset);
+	if (int_param("limit", limit, 1, ADM_MAX_LIMIT, l, sizeof l, err) != 0 ||
+	    int_param("offset", offset, 0, 2147483647, o, sizeof o, err) != 0)
+		return err->code;
 	const char *p[] = {status, l, o};
-	PGresult *r = run(e, "adm_dlq_list", SQL_DLQ_LIST, 3, p, err);
-	if (r == NULL)
-		return fail_code(err);
-	int rv = dlq_rows(r, out, err);
+	int rv = dlq_rows(e, "adm_dlq_list", SQL_DLQ_LIST, 3, p, out, err);
 	if (rv != 0)
 		adm_dlq_entries_clear(out);
 	return rv;
@@ -559,10 +563,7 @@ int adm_dlq_entry_by_task(struct eng *e, const char *task_uuid, struct adm_dlq_e
 	if (check_uuid("task_uuid", task_uuid, err) != 0)
 		return err->code;
 	const char *p[] = {task_uuid};
-	PGresult *r = run(e, "adm_dlq_by_task", SQL_DLQ_BY_TASK, 1, p, err);
-	if (r == NULL)
-		return fail_code(err);
-	int rv = dlq_rows(r, out, err);
+	int rv = dlq_rows(e, "adm_dlq_by_task", SQL_DLQ_BY_TASK, 1, p, out, err);
 	if (rv == 0 && out->n == 0)
 		rv = tk_err_set(err, TRPC_ERR_NOT_FOUND, "task %s has no DLQ entry", task_uuid);
 	if (rv != 0)
@@ -674,14 +675,13 @@ static const char SQL_DLQ_STATS[] =
 int adm_dlq_stats(struct eng *e, struct adm_dlq_stats *out, struct tk_err *err)
 {
 	memset(out, 0, sizeof *out);
-	PGresult *r = run(e, "adm_dlq_stats", SQL_DLQ_STATS, 0, NULL, err);
-	if (r == NULL)
-		return fail_code(err);
-	out->res = r;
-	if ((out->v = rows_alloc(r, sizeof *out->v, &out->n, err)) == NULL) {
+	out->v = run_rows(e, "adm_dlq_stats", SQL_DLQ_STATS, 0, NULL, &out->res, sizeof *out->v,
+	                  &out->n, err);
+	if (out->v == NULL) {
 		adm_dlq_stats_clear(out);
-		return TRPC_ERR_NOMEM;
+		return fail_code(err);
 	}
+	PGresult *r = out->res;
 	for (size_t i = 0; i < out->n; i++) {
 		struct adm_dlq_stat *s = &out->v[i];
 		int row = (int)i;
@@ -717,19 +717,17 @@ int adm_dlq_investigation_queue(struct eng *e, int limit, struct adm_dlq_queue *
                                 struct tk_err *err)
 {
 	memset(out, 0, sizeof *out);
-	if (check_limit("limit", limit, 1, ADM_MAX_LIMIT, err) != 0)
-		return err->code;
 	char l[16];
-	int_text(l, sizeof l, limit);
+	if (int_param("limit", limit, 1, ADM_MAX_LIMIT, l, sizeof l, err) != 0)
+		return err->code;
 	const char *p[] = {l};
-	PGresult *r = run(e, "adm_dlq_queue", SQL_DLQ_QUEUE, 1, p, err);
-	if (r == NULL)
-		return fail_code(err);
-	out->res = r;
-	if ((out->v = rows_alloc(r, sizeof *out->v, &out->n, err)) == NULL) {
+	out->v = run_rows(e, "adm_dlq_queue", SQL_DLQ_QUEUE, 1, p, &out->res, sizeof *out->v,
+	                  &out->n, err);
+	if (out->v == NULL) {
 		adm_dlq_queue_clear(out);
-		return TRPC_ERR_NOMEM;
+		return fail_code(err);
 	}
+	PGresult *r = out->res;
 	for (size_t i = 0; i < out->n; i++) {
 		struct adm_dlq_queue_entry *q = &out->v[i];
 		int row = (int)i;
@@ -765,19 +763,17 @@ static const char SQL_STALENESS[] =
 int adm_staleness(struct eng *e, int limit, struct adm_staleness *out, struct tk_err *err)
 {
 	memset(out, 0, sizeof *out);
-	if (check_limit("limit", limit, 1, ADM_MAX_LIMIT, err) != 0)
-		return err->code;
 	char l[16];
-	int_text(l, sizeof l, limit);
+	if (int_param("limit", limit, 1, ADM_MAX_LIMIT, l, sizeof l, err) != 0)
+		return err->code;
 	const char *p[] = {l};
-	PGresult *r = run(e, "adm_staleness", SQL_STALENESS, 1, p, err);
-	if (r == NULL)
-		return fail_code(err);
-	out->res = r;
-	if ((out->v = rows_alloc(r, sizeof *out->v, &out->n, err)) == NULL) {
+	out->v = run_rows(e, "adm_staleness", SQL_STALENESS, 1, p, &out->res, sizeof *out->v,
+	                  &out->n, err);
+	if (out->v == NULL) {
 		adm_staleness_clear(out);
-		return TRPC_ERR_NOMEM;
+		return fail_code(err);
 	}
+	PGresult *r = out->res;
 	for (size_t i = 0; i < out->n; i++) {
 		struct adm_staleness_entry *s = &out->v[i];
 		int row = (int)i;
@@ -838,6 +834,15 @@ static void set_check(struct adm_check *c, int status, int64_t started_ms, const
 	c->duration_ms = d > 0 ? (uint64_t)d : 0;
 }
 
+/* err from a libpq message: its first line. */
+static void set_pq_error(struct tk_err *err, int code, const char *msg)
+{
+	char why[256];
+	copy_str(why, sizeof why, msg);
+	why[strcspn(why, "\n")] = '\0';
+	tk_err_set(err, code, "%s", why);
+}
+
 /*
  * One statement with a time limit: sent asynchronously and waited for with
  * poll(), so a database that stopped answering costs timeout_ms, not the
@@ -849,9 +854,7 @@ static PGresult *exec_bounded(PGconn *conn, const char *sql, int n, const char *
 {
 	char why[256];
 	if (!PQsendQueryParams(conn, sql, n, NULL, params, NULL, NULL, 0)) {
-		copy_str(why, sizeof why, PQerrorMessage(conn));
-		why[strcspn(why, "\n")] = '\0';
-		tk_err_set(err, TRPC_ERR_UNAVAILABLE, "%s", why);
+		set_pq_error(err, TRPC_ERR_UNAVAILABLE, PQerrorMessage(conn));
 		return NULL;
 	}
 	int64_t deadline = mono_ms() + timeout_ms;
@@ -878,10 +881,8 @@ static PGresult *exec_bounded(PGconn *conn, const char *sql, int n, const char *
 				return NULL;
 			}
 			if (!PQconsumeInput(conn)) {
-				copy_str(why, sizeof why, PQerrorMessage(conn));
-				why[strcspn(why, "\n")] = '\0';
 				PQclear(last);
-				tk_err_set(err, TRPC_ERR_UNAVAILABLE, "%s", why);
+				set_pq_error(err, TRPC_ERR_UNAVAILABLE, PQerrorMessage(conn));
 				return NULL;
 			}
 		}
@@ -893,12 +894,9 @@ static PGresult *exec_bounded(PGconn *conn, const char *sql, int n, const char *
 	}
 	ExecStatusType st = last != NULL ? PQresultStatus(last) : PGRES_FATAL_ERROR;
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-		copy_str(why, sizeof why,
-		         last != NULL ? PQresultErrorMessage(last) : PQerrorMessage(conn));
-		why[strcspn(why, "\n")] = '\0';
+		set_pq_error(err, db_is_connection_error(conn) ? TRPC_ERR_UNAVAILABLE : TRPC_ERR_DB,
+		             last != NULL ? PQresultErrorMessage(last) : PQerrorMessage(conn));
 		PQclear(last);
-		tk_err_set(err, db_is_connection_error(conn) ? TRPC_ERR_UNAVAILABLE : TRPC_ERR_DB,
-		           "%s", why);
 		return NULL;
 	}
 	return last;

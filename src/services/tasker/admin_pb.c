@@ -132,3 +132,12 @@ int apb_nomem(struct svc_result *res)
 {
 	return svc_fail(res, TRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 }
+
+int apb_finish(const struct apb *b, int built, const struct tk_err *err, struct svc_result *res)
+{
+	if (built == 0 && !b->oom)
+		return 0;
+	if (!b->oom && err != NULL && err->code != 0)
+		return svc_fail_err(res, err);
+	return apb_nomem(res);
+}

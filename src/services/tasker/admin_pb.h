@@ -61,4 +61,12 @@ int apb_enum_to_db(const ProtobufCEnumDescriptor *d, const char *prefix, int val
 /* svc_fail(res, RESOURCE_EXHAUSTED, "out of memory"): returns -1. */
 int apb_nomem(struct svc_result *res);
 
+/*
+ * How an operation that built its response through b ends: 0 when built is
+ * 0 and no allocation failed. Otherwise -1 after svc_fail: with the error
+ * in err when building stopped on one (err not NULL, err->code set and no
+ * allocation failed), else out of memory.
+ */
+int apb_finish(const struct apb *b, int built, const struct tk_err *err, struct svc_result *res);
+
 #endif

@@ -168,27 +168,23 @@ static int on_bottlenecks(struct svc_env *env, const ProtobufCMessage *req_msg,
 		return svc_fail_err(res, &err);
 	int rv = -1;
 	if (fill_slow_steps(&b, &bn, resp) != 0 || fill_slow_tasks(&b, &bn, resp) != 0)
-		goto nomem;
+		goto out;
 	Tasker__V1__ResourceUtilization *ru = apb_alloc(&b, sizeof *ru);
 	if (ru == NULL)
-		goto nomem;
+		goto out;
 	tasker__v1__resource_utilization__init(ru);
 	ru->database_pool_utilization = bn.pool_utilization;
 	if ((ru->system_health = health_counts(&b, &bn)) == NULL)
-		goto nomem;
+		goto out;
 	resp->resource_utilization = ru;
 	if ((resp->recommendations = apb_ptrs(&b, bn.n_recommendations)) == NULL)
-		goto nomem;
+		goto out;
 	for (size_t i = 0; i < bn.n_recommendations; i++)
 		resp->recommendations[resp->n_recommendations++] =
 		    apb_strdup(&b, bn.recommendations[i]);
-	if (b.oom)
-		goto nomem;
 	rv = 0;
-	goto out;
-nomem:
-	rv = apb_nomem(res);
 out:
+	rv = apb_finish(&b, rv, NULL, res);
 	adm_bottlenecks_clear(&bn);
 	return rv;
 }

@@ -78,12 +78,6 @@ static Tasker__V1__DlqEntry *entry_msg(struct apb *b, const struct adm_dlq_entry
 	return m;
 }
 
-/* svc_fail for a NULL from entry_msg. */
-static int entry_fail(const struct apb *b, const struct tk_err *err, struct svc_result *res)
-{
-	return b->oom || err->code == 0 ? apb_nomem(res) : svc_fail_err(res, err);
-}
-
 static int on_list(struct svc_env *env, const ProtobufCMessage *req_msg, ProtobufCMessage *resp_msg,
                    const struct svc_ctx *ctx, struct svc_result *res)
 {
@@ -110,20 +104,17 @@ static int on_list(struct svc_env *env, const ProtobufCMessage *req_msg, Protobu
 	if (adm_dlq_list(env->eng, filter, limit, offset, &l, &err) != 0)
 		return svc_fail_err(res, &err);
 	int rv = -1;
-	if ((resp->entries = apb_ptrs(&b, l.n)) == NULL) {
-		rv = apb_nomem(res);
+	if ((resp->entries = apb_ptrs(&b, l.n)) == NULL)
 		goto out;
-	}
 	for (size_t i = 0; i < l.n; i++) {
 		Tasker__V1__DlqEntry *m = entry_msg(&b, &l.v[i], &err);
-		if (m == NULL) {
-			rv = entry_fail(&b, &err, res);
+		if (m == NULL)
 			goto out;
-		}
 		resp->entries[resp->n_entries++] = m;
 	}
-	rv = b.oom ? apb_nomem(res) : 0;
+	rv = 0;
 out:
+	rv = apb_finish(&b, rv, &err, res);
 	adm_dlq_entries_clear(&l);
 	return rv;
 }
@@ -141,11 +132,8 @@ static int on_get_by_task(struct svc_env *env, const ProtobufCMessage *req_msg,
 	struct tk_err err = {0};
 	if (adm_dlq_entry_by_task(env->eng, req->task_uuid, &l, &err) != 0)
 		return svc_fail_err(res, &err);
-	int rv;
-	if ((resp->entry = entry_msg(&b, &l.v[0], &err)) == NULL)
-		rv = entry_fail(&b, &err, res);
-	else
-		rv = b.oom ? apb_nomem(res) : 0;
+	resp->entry = entry_msg(&b, &l.v[0], &err);
+	int rv = apb_finish(&b, resp->entry == NULL ? -1 : 0, &err, res);
 	adm_dlq_entries_clear(&l);
 	return rv;
 }
@@ -203,12 +191,12 @@ static int on_stats(struct svc_env *env, const ProtobufCMessage *req_msg,
 		return svc_fail_err(res, &err);
 	int rv = -1;
 	if ((resp->stats = apb_ptrs(&b, st.n)) == NULL)
-		goto nomem;
+		goto out;
 	for (size_t i = 0; i < st.n; i++) {
 		const struct adm_dlq_stat *s = &st.v[i];
 		Tasker__V1__DlqStats *m = apb_alloc(&b, sizeof *m);
 		if (m == NULL)
-			goto nomem;
+			goto out;
 		tasker__v1__dlq_stats__init(m);
 		m->dlq_reason = reason_of(s->dlq_reason);
 		m->total_entries = s->total;
@@ -225,13 +213,9 @@ static int on_stats(struct svc_env *env, const ProtobufCMessage *req_msg,
 		}
 		resp->stats[resp->n_stats++] = m;
 	}
-	if (b.oom)
-		goto nomem;
 	rv = 0;
-	goto out;
-nomem:
-	rv = apb_nomem(res);
 out:
+	rv = apb_finish(&b, rv, NULL, res);
 	adm_dlq_stats_clear(&st);
 	return rv;
 }
@@ -254,12 +238,12 @@ static int on_investigation_queue(struct svc_env *env, const ProtobufCMessage *r
 		return svc_fail_err(res, &err);
 	int rv = -1;
 	if ((resp->entries = apb_ptrs(&b, q.n)) == NULL)
-		goto nomem;
+		goto out;
 	for (size_t i = 0; i < q.n; i++) {
 		const struct adm_dlq_queue_entry *e = &q.v[i];
 		Tasker__V1__DlqInvestigationQueueEntry *m = apb_alloc(&b, sizeof *m);
 		if (m == NULL)
-			goto nomem;
+			goto out;
 		tasker__v1__dlq_investigation_queue_entry__init(m);
 		m->dlq_entry_uuid = apb_strdup(&b, e->dlq_entry_uuid);
 		m->task_uuid = apb_strdup(&b, e->task_uuid);
@@ -290,13 +274,9 @@ static int on_investigation_queue(struct svc_env *env, const ProtobufCMessage *r
 		m->priority_score = e->priority_score;
 		resp->entries[resp->n_entries++] = m;
 	}
-	if (b.oom)
-		goto nomem;
 	rv = 0;
-	goto out;
-nomem:
-	rv = apb_nomem(res);
 out:
+	rv = apb_finish(&b, rv, NULL, res);
 	adm_dlq_queue_clear(&q);
 	return rv;
 }
@@ -319,12 +299,12 @@ static int on_staleness(struct svc_env *env, const ProtobufCMessage *req_msg,
 		return svc_fail_err(res, &err);
 	int rv = -1;
 	if ((resp->entries = apb_ptrs(&b, st.n)) == NULL)
-		goto nomem;
+		goto out;
 	for (size_t i = 0; i < st.n; i++) {
 		const struct adm_staleness_entry *e = &st.v[i];
 		Tasker__V1__StalenessMonitoringEntry *m = apb_alloc(&b, sizeof *m);
 		if (m == NULL)
-			goto nomem;
+			goto out;
 		tasker__v1__staleness_monitoring_entry__init(m);
 		m->task_uuid = apb_strdup(&b, e->task_uuid);
 		if (e->namespace_name != NULL) {
@@ -347,13 +327,9 @@ static int on_staleness(struct svc_env *env, const ProtobufCMessage *req_msg,
 		m->priority = e->priority;
 		resp->entries[resp->n_entries++] = m;
 	}
-	if (b.oom)
-		goto nomem;
 	rv = 0;
-	goto out;
-nomem:
-	rv = apb_nomem(res);
 out:
+	rv = apb_finish(&b, rv, NULL, res);
 	adm_staleness_clear(&st);
 	return rv;
 }

@@ -36,18 +36,25 @@
 
 #define DB_CHECK_TIMEOUT_MS 1000
 
+/* A HealthResponse: status and the current time. */
+static int status_now(ProtobufCMessage *resp_msg, const struct svc_ctx *ctx, const char *status,
+                      struct svc_result *res)
+{
+	Tasker__V1__HealthResponse *resp = (Tasker__V1__HealthResponse *)resp_msg;
+	struct apb b = {.a = ctx->alloc};
+	char now[40];
+	apb_now_iso(now, sizeof now);
+	resp->status = apb_strdup(&b, status);
+	resp->timestamp = apb_strdup(&b, now);
+	return b.oom ? apb_nomem(res) : 0;
+}
+
 static int on_health(struct svc_env *env, const ProtobufCMessage *req_msg,
                      ProtobufCMessage *resp_msg, const struct svc_ctx *ctx, struct svc_result *res)
 {
 	(void)env;
 	(void)req_msg;
-	Tasker__V1__HealthResponse *resp = (Tasker__V1__HealthResponse *)resp_msg;
-	struct apb b = {.a = ctx->alloc};
-	char now[40];
-	apb_now_iso(now, sizeof now);
-	resp->status = apb_strdup(&b, "healthy");
-	resp->timestamp = apb_strdup(&b, now);
-	return b.oom ? apb_nomem(res) : 0;
+	return status_now(resp_msg, ctx, "healthy", res);
 }
 
 static int on_liveness(struct svc_env *env, const ProtobufCMessage *req_msg,
@@ -56,13 +63,7 @@ static int on_liveness(struct svc_env *env, const ProtobufCMessage *req_msg,
 {
 	(void)env;
 	(void)req_msg;
-	Tasker__V1__HealthResponse *resp = (Tasker__V1__HealthResponse *)resp_msg;
-	struct apb b = {.a = ctx->alloc};
-	char now[40];
-	apb_now_iso(now, sizeof now);
-	resp->status = apb_strdup(&b, "alive");
-	resp->timestamp = apb_strdup(&b, now);
-	return b.oom ? apb_nomem(res) : 0;
+	return status_now(resp_msg, ctx, "alive", res);
 }
 
 static Tasker__V1__HealthCheck *check_msg(struct apb *b, const struct adm_check *c)
@@ -120,6 +121,22 @@ static Tasker__V1__HealthInfo *info_msg(struct apb *b, const struct svc_env *env
 	return i;
 }
 
+/* The five readiness checks of h, into the fields of those names that a
+ * ReadinessChecks and a DetailedHealthChecks both have. */
+static void readiness_msgs(struct apb *b, const struct adm_health *h,
+                           Tasker__V1__HealthCheck **web_database,
+                           Tasker__V1__HealthCheck **orchestration_database,
+                           Tasker__V1__HealthCheck **circuit_breaker,
+                           Tasker__V1__HealthCheck **orchestration_system,
+                           Tasker__V1__HealthCheck **command_processor)
+{
+	*web_database = check_msg(b, &h->database);
+	*orchestration_database = check_msg(b, &h->database);
+	*circuit_breaker = check_msg(b, &h->circuit_breaker);
+	*orchestration_system = check_msg(b, &h->orchestration_system);
+	*command_processor = check_msg(b, &h->command_processor);
+}
+
 /* The readiness checks (and with `detailed` the engine's other two), with
  * the critical tier of the backpressure status in force. */
 static void run_checks(struct svc_env *env, int detailed, struct adm_health *h,
@@ -173,11 +190,8 @@ static int on_readiness(struct svc_env *env, const ProtobufCMessage *req_msg,
 	if (c == NULL)
 		return apb_nomem(res);
 	tasker__v1__readiness_checks__init(c);
-	c->web_database = check_msg(&b, &h.database);
-	c->orchestration_database = check_msg(&b, &h.database);
-	c->circuit_breaker = check_msg(&b, &h.circuit_breaker);
-	c->orchestration_system = check_msg(&b, &h.orchestration_system);
-	c->command_processor = check_msg(&b, &h.command_processor);
+	readiness_msgs(&b, &h, &c->web_database, &c->orchestration_database, &c->circuit_breaker,
+	               &c->orchestration_system, &c->command_processor);
 	resp->status = apb_strdup(&b, h.ready ? "ready" : "not_ready");
 	resp->timestamp = apb_strdup(&b, now);
 	resp->checks = c;
@@ -208,11 +222,8 @@ static int on_detailed(struct svc_env *env, const ProtobufCMessage *req_msg,
 	if (c == NULL)
 		return apb_nomem(res);
 	tasker__v1__detailed_health_checks__init(c);
-	c->web_database = check_msg(&b, &h.database);
-	c->orchestration_database = check_msg(&b, &h.database);
-	c->circuit_breaker = check_msg(&b, &h.circuit_breaker);
-	c->orchestration_system = check_msg(&b, &h.orchestration_system);
-	c->command_processor = check_msg(&b, &h.command_processor);
+	readiness_msgs(&b, &h, &c->web_database, &c->orchestration_database, &c->circuit_breaker,
+	               &c->orchestration_system, &c->command_processor);
 	c->pool_utilization = check_msg(&b, &h.pool_utilization);
 	c->queue_depth = check_msg(&b, &queue_depth);
 	c->channel_saturation = check_msg(&b, &h.channel_saturation);

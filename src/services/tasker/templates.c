@@ -31,12 +31,12 @@ static int on_list_templates(struct svc_env *env, const ProtobufCMessage *req_ms
 	resp->namespaces = apb_ptrs(&b, l.n_namespaces);
 	resp->templates = apb_ptrs(&b, l.n_templates);
 	if (resp->namespaces == NULL || resp->templates == NULL)
-		goto nomem;
+		goto out;
 	for (size_t i = 0; i < l.n_namespaces; i++) {
 		const struct adm_namespace *n = &l.namespaces[i];
 		Tasker__V1__NamespaceSummary *s = apb_alloc(&b, sizeof *s);
 		if (s == NULL)
-			goto nomem;
+			goto out;
 		tasker__v1__namespace_summary__init(s);
 		s->name = apb_strdup(&b, n->name);
 		if (n->description != NULL) {
@@ -51,7 +51,7 @@ static int on_list_templates(struct svc_env *env, const ProtobufCMessage *req_ms
 		const struct adm_template *t = &l.templates[i];
 		Tasker__V1__TemplateSummary *s = apb_alloc(&b, sizeof *s);
 		if (s == NULL)
-			goto nomem;
+			goto out;
 		tasker__v1__template_summary__init(s);
 		s->name = apb_strdup(&b, t->name);
 		s->namespace_ = apb_strdup(&b, t->namespace_name);
@@ -65,13 +65,9 @@ static int on_list_templates(struct svc_env *env, const ProtobufCMessage *req_ms
 		resp->templates[resp->n_templates++] = s;
 	}
 	resp->total_count = (int64_t)l.n_templates;
-	if (b.oom)
-		goto nomem;
 	rv = 0;
-	goto out;
-nomem:
-	rv = apb_nomem(res);
 out:
+	rv = apb_finish(&b, rv, NULL, res);
 	adm_template_list_clear(&l);
 	return rv;
 }
@@ -91,7 +87,7 @@ static int on_get_template(struct svc_env *env, const ProtobufCMessage *req_msg,
 	int rv = -1;
 	Tasker__V1__TemplateDetail *t = apb_alloc(&b, sizeof *t);
 	if (t == NULL)
-		goto nomem;
+		goto out;
 	tasker__v1__template_detail__init(t);
 	t->name = apb_strdup(&b, d.name);
 	t->namespace_ = apb_strdup(&b, d.namespace_name);
@@ -101,17 +97,15 @@ static int on_get_template(struct svc_env *env, const ProtobufCMessage *req_msg,
 		t->description = apb_strdup(&b, d.description);
 	}
 	/* the whole registered template: dependencies, handlers, retry blocks */
-	if ((t->configuration = apb_struct(&b, d.configuration_json, &err)) == NULL) {
-		rv = b.oom ? apb_nomem(res) : svc_fail_err(res, &err);
+	if ((t->configuration = apb_struct(&b, d.configuration_json, &err)) == NULL)
 		goto out;
-	}
 	if ((t->steps = apb_ptrs(&b, d.n_steps)) == NULL)
-		goto nomem;
+		goto out;
 	for (size_t i = 0; i < d.n_steps; i++) {
 		const struct adm_step_def *sd = &d.steps[i];
 		Tasker__V1__StepDefinition *s = apb_alloc(&b, sizeof *s);
 		if (s == NULL)
-			goto nomem;
+			goto out;
 		tasker__v1__step_definition__init(s);
 		s->name = apb_strdup(&b, sd->name);
 		if (sd->description != NULL) {
@@ -124,13 +118,9 @@ static int on_get_template(struct svc_env *env, const ProtobufCMessage *req_msg,
 		t->steps[t->n_steps++] = s;
 	}
 	resp->template_ = t;
-	if (b.oom)
-		goto nomem;
 	rv = 0;
-	goto out;
-nomem:
-	rv = apb_nomem(res);
 out:
+	rv = apb_finish(&b, rv, &err, res);
 	adm_template_detail_clear(&d);
 	return rv;
 }
