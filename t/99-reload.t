@@ -4,14 +4,20 @@ interop-server --config): a new TLS certificate reaches new connections
 while an open connection keeps working; a broken certificate, a key that
 does not match and an unparsable file are rejected with a log line and the
 old settings stay; the log level, rate limits and restart-only keys
-(logged as ignored) are handled.
+(logged once each with old and new values, "restart to apply") are
+handled.
 
 Then taskerd and tasker-worker (private PostgreSQL, t/lib/tasker_env.py):
 SIGHUP re-reads their file and swaps the [auth] API keys; a broken file
 leaves them as they were. taskerd also applies new [backpressure]
 thresholds (seen in the queue_depth check of CheckDetailedHealth: the
 tier of a queue holding 3 messages and the thresholds in force), and
-keeps them when the new ones are out of order or not numbers. Prints TAP.
+keeps them when the new ones are out of order or not numbers. In both,
+each changed key that needs a restart ([database], [worker], keepalive)
+is logged once with its old and new values, a database password masked,
+and none that is applied; and a file whose [auth] is valid but whose
+log.file the runtime refuses leaves the old [auth] in force, never
+applied in between. Prints TAP.
 """
 import os
 import re
@@ -128,8 +134,11 @@ new = channel(port, B)
 tap.check("a new connection trusting B works", lambda: empty_call(new))
 tap.check("the connection opened before the reload still works",
           lambda: [empty_call(old) for _ in range(3)] and None)
-tap.ok("io_threads changed; ignored until restart" in srv.log(),
-       "a restart-only key is logged as ignored", srv.log())
+restart_lines = [line for line in srv.log().splitlines() if "restart to apply" in line]
+tap.ok(len(restart_lines) == 1 and
+       'reload: server.io_threads changed from "1" to "2"; restart to apply' in restart_lines[0],
+       "a restart-only key is logged once with its old and new values; the reloaded "
+       "certificate and rate limits are not", restart_lines)
 
 health(new)
 try:
@@ -188,6 +197,30 @@ tap.ok(srv.stop() == 0, "the server exits cleanly", srv.log())
 
 
 # ---------------------------------------------------------------- taskerd
+SECRET = "s3cret-PW-7781"
+
+
+def hup_lines(p, regexes, timeout=10):
+    """SIGHUP to a tasker_env process, then waits until each regex matches
+    a line logged since, and a little longer for any further line of the
+    same reload. Returns the lines logged since the signal, or None."""
+    start = len(p.log().split("\n"))
+    p.signal(signal.SIGHUP)
+    rxs = [re.compile(r) for r in regexes]
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        lines = p.log().split("\n")[start:]
+        if all(any(rx.search(x) for x in lines) for rx in rxs):
+            time.sleep(0.5)
+            return p.log().split("\n")[start:]
+        time.sleep(0.05)
+    return None
+
+
+def restart_lines(lines):
+    return [x for x in lines if "restart to apply" in x]
+
+
 def taskerd_part():
     try:
         import pg
@@ -201,11 +234,11 @@ def taskerd_part():
     env.start()
     conf = os.path.join(env.tmp, "taskerd-reload.conf")
 
-    def write(key, extra=""):
+    def write(key, extra="", database="pool_size = 5\n"):
         with open(conf, "w") as f:
-            f.write("[auth]\nenabled = true\napi_keys_enabled = true\n\n"
+            f.write("[database]\n%s\n[auth]\nenabled = true\napi_keys_enabled = true\n\n"
                     "[auth.api_key.ops]\nkey = %s\npermissions = templates:read\n%s"
-                    % (key, extra))
+                    % (database, key, extra))
 
     write("first-key-0123456789")
     d = env.taskerd("--config=" + conf)
@@ -278,16 +311,47 @@ def taskerd_part():
     bp = queue_depth()
     tap.ok(bp == ("critical", 1, 3, 4) and call("second-key-0123456789") == "OK",
            "taskerd: ... and the thresholds and keys in force stay", bp)
+
+    # Keys that need a restart, one of them a secret, next to reloaded ones
+    # ([auth], [backpressure]) and one the command line overrides.
+    write("fourth-key-0123456789",
+          "\n[backpressure]\nwarning_depth = 2\ncritical_depth = 3\noverflow_depth = 4\n"
+          "\n[keepalive]\ntimeout = 45s\n\n[orchestration]\npoll_interval_ms = 999\n",
+          database="pool_size = 7\nurl = postgresql://tasker:%s@127.0.0.1:1/nodb\n" % SECRET)
+    lines = hup_lines(d, [r'reload: keepalive\.timeout changed from "20s" to "45s"; '
+                          r"restart to apply$",
+                          r'reload: database\.pool_size changed from "5" to "7"; '
+                          r"restart to apply$",
+                          r'reload: database\.url changed from "[^"]*" to '
+                          r'"postgresql://tasker:\*\*\*\*@127\.0\.0\.1:1/nodb"; restart to apply$'])
+    tap.ok(lines is not None and len(restart_lines(lines)) == 3,
+           "taskerd: one line per key that needs a restart, with its old and new values; "
+           "none for the reloaded [auth] and [backpressure] or the overridden key",
+           lines if lines is None else restart_lines(lines))
+    tap.ok(SECRET not in d.log(), "taskerd: the password of the database URL is not logged")
+    tap.ok(call("fourth-key-0123456789") == "OK",
+           "taskerd: ... and the reloadable keys of that file are applied")
+
+    # Valid [auth], runtime settings the runtime refuses: nothing changes.
+    write("fifth-key-0123456789",
+          "\n[log]\nfile = %s\n" % os.path.join(env.tmp, "no-such-dir", "taskerd.log"))
+    lines = hup_lines(d, [r"reload rejected.*log\.file"])
+    tap.ok(lines is not None, "taskerd: a log.file that cannot be opened is rejected",
+           d.log(10))
+    tap.ok(lines is not None and not [x for x in lines if "authentication reloaded" in x] and
+           call("fifth-key-0123456789") == "UNAUTHENTICATED" and
+           call("fourth-key-0123456789") == "OK",
+           "taskerd: ... and the valid new [auth] of that file never takes effect", lines)
     ch.close()
 
     # tasker-worker: the same, on its WorkerTemplateService
     wconf = os.path.join(env.tmp, "worker-reload.conf")
 
-    def wwrite(key, extra=""):
+    def wwrite(key, extra="", worker="concurrency = 2\n"):
         with open(wconf, "w") as f:
-            f.write("[auth]\nenabled = true\napi_keys_enabled = true\n\n"
+            f.write("[worker]\n%s\n[auth]\nenabled = true\napi_keys_enabled = true\n\n"
                     "[auth.api_key.ops]\nkey = %s\npermissions = worker:templates_read\n%s"
-                    % (key, extra))
+                    % (worker, key, extra))
 
     wwrite("w-first-key-0123456789")
     w = env.worker("--config=" + wconf, "--worker.web_bind_address=127.0.0.1:0")
@@ -309,12 +373,36 @@ def taskerd_part():
            w.log(10))
     tap.ok(wcall("w-second-key-0123456789") == "OK" and
            wcall("w-first-key-0123456789") == "UNAUTHENTICATED",
-           "worker: the new API key works, the old one is refused")
+           "worker: the new API key works, the old one is refused", w.log(30))
     wwrite("w-third-key-0123456789", "\n[worker]\nconcurrency = many\n")
     w.signal(signal.SIGHUP)
     tap.ok(w.wait_line(r"reload rejected.*concurrency", 10) is not None,
            "worker: a bad value is rejected with a log line", w.log(10))
     tap.ok(wcall("w-second-key-0123456789") == "OK", "worker: ... and the keys in force stay")
+
+    wwrite("w-fourth-key-0123456789",
+           "\n[keepalive]\ntimeout = 45s\n\n[database]\n"
+           "url = postgresql://tasker:%s@127.0.0.1:1/nodb\n" % SECRET,
+           worker="concurrency = 3\n")
+    lines = hup_lines(w, [r'reload: keepalive\.timeout changed from "20s" to "45s"; '
+                          r"restart to apply$",
+                          r'reload: worker\.concurrency changed from "2" to "3"; '
+                          r"restart to apply$",
+                          r"reload: database\.url changed from \(default\) to "
+                          r'"postgresql://tasker:\*\*\*\*@127\.0\.0\.1:1/nodb"; restart to apply$'])
+    tap.ok(lines is not None and len(restart_lines(lines)) == 3,
+           "worker: one line per key that needs a restart, with its old and new values; "
+           "none for the reloaded [auth]",
+           lines if lines is None else restart_lines(lines))
+    tap.ok(SECRET not in w.log() and wcall("w-fourth-key-0123456789") == "OK",
+           "worker: the password is not logged, and the new API key works")
+    wwrite("w-fifth-key-0123456789",
+           "\n[log]\nfile = %s\n" % os.path.join(env.tmp, "no-such-dir", "worker.log"))
+    lines = hup_lines(w, [r"reload rejected.*log\.file"])
+    tap.ok(lines is not None and not [x for x in lines if "authentication reloaded" in x] and
+           wcall("w-fifth-key-0123456789") == "UNAUTHENTICATED" and
+           wcall("w-fourth-key-0123456789") == "OK",
+           "worker: a refused log.file leaves the valid new [auth] of that file out", lines)
     wch.close()
     env.close()
     return None

@@ -174,6 +174,69 @@ TRPC_API int trpc_server_config_load(struct trpc_server_config *cfg, const char 
  */
 TRPC_API int trpc_server_config_key(size_t i, const char **section, const char **key);
 
+/*
+ * The value of the i-th key of cfg (see trpc_server_config_key) as text a
+ * configuration file would accept, in a canonical spelling: "20s" for a
+ * duration of 20000 ms, "4MiB", "true", "" for an unset string. Writes at
+ * most size bytes (NUL included) to buf. Returns 0, TRPC_ERR_NOT_FOUND
+ * when i is past the last key, or TRPC_ERR_INVALID for a NULL argument.
+ */
+TRPC_API int trpc_server_config_value(const struct trpc_server_config *cfg, size_t i, char *buf,
+                                      size_t size);
+
+/* ------------------------------------------------------- configuration keys */
+
+/*
+ * A configuration as a list of keys "section.key" and their values as
+ * text, for telling what a reload leaves out. A program keeps the list of
+ * the configuration it started with, builds another while it reloads, and
+ * has trpc_config_keys_warn_restart() name what differs but cannot take
+ * effect until a restart. Not thread-safe: one owner.
+ */
+typedef struct trpc_config_keys trpc_config_keys;
+
+/* An empty list, or NULL when out of memory. */
+TRPC_API trpc_config_keys *trpc_config_keys_new(void);
+/* NULL is allowed. */
+TRPC_API void trpc_config_keys_free(trpc_config_keys *keys);
+
+/* Sets "section.key" to value (the last call for a key wins, as the
+ * sources of trpc_server_config_load do). 0, TRPC_ERR_INVALID for a NULL
+ * argument, or TRPC_ERR_NOMEM. */
+TRPC_API int trpc_config_keys_set(trpc_config_keys *keys, const char *section, const char *key,
+                                  const char *value);
+
+/* Sets every key of the runtime's table to its value in cfg (defaults
+ * included), spelled by trpc_server_config_value(). 0 or as above. */
+TRPC_API int trpc_config_keys_add_server(trpc_config_keys *keys,
+                                         const struct trpc_server_config *cfg);
+
+/*
+ * Logs one warning per key whose value differs between in_force and
+ * fresh (a key only one of them has counts as changed, shown as
+ * "(default)" on the other side) and whose name matches none of the
+ * fnmatch(3) patterns of `reloaded` (NULL-terminated; NULL: none), the
+ * keys the caller applies on a reload:
+ *   reload: database.pool_size changed from "10" to "20"; restart to apply
+ * Values go through trpc_config_value_shown(). Returns the number of
+ * lines logged.
+ */
+TRPC_API size_t trpc_config_keys_warn_restart(const trpc_config_keys *in_force,
+                                              const trpc_config_keys *fresh,
+                                              const char *const *reloaded);
+
+/*
+ * The value of key `name` ("section.key") as it may appear in a log line:
+ * "****" (or "" when empty) when the name contains "password", "secret",
+ * "key" or "token" (in any case); otherwise the value with the password
+ * of a URL ("scheme://user:****@host/...") and of "password=" items (a
+ * libpq connection string or a URL query) replaced by "****". Writes at
+ * most size bytes (NUL included) to buf, cutting a longer result, and
+ * returns buf.
+ */
+TRPC_API const char *trpc_config_value_shown(const char *name, const char *value, char *buf,
+                                             size_t size);
+
 /* ------------------------------------------------------------------ calls */
 
 typedef struct trpc_server trpc_server;
@@ -385,12 +448,26 @@ TRPC_API int trpc_ratelimit_by_identity(trpc_server *srv);
  * log level and format, and the rate limits. Nothing is applied unless
  * everything can be: on failure it returns TRPC_ERR_TLS, TRPC_ERR_CONFIG
  * or TRPC_ERR_NOMEM with *why (thread-local) naming the problem, and the
- * old settings stay. Keys that need a restart (listeners, thread counts,
- * HTTP/2 limits) are logged as a warning and ignored. Any thread but the
- * server's own.
+ * old settings stay. Every other key whose value differs from the
+ * configuration the server was created with needs a restart: once the
+ * rest is applied, each is logged as a warning ("reload: keepalive.timeout
+ * changed from \"20s\" to \"30s\"; restart to apply", see
+ * trpc_config_keys_warn_restart) and ignored. Any thread but the server's
+ * own.
  */
 TRPC_API int trpc_server_reload(trpc_server *srv, const struct trpc_server_config *new_cfg,
                                 const char **why);
+
+/*
+ * trpc_server_reload for a program with settings of its own to apply on
+ * the same reload: it checks them first, then calls this, and `applied`
+ * (when not NULL) runs once the runtime's settings are in force, before
+ * "reload: applied" is logged, to put its own in force; it must not fail
+ * (the runtime's cannot be taken back). When the runtime refuses new_cfg,
+ * `applied` is not called and nothing changed. Same returns.
+ */
+TRPC_API int trpc_server_reload_with(trpc_server *srv, const struct trpc_server_config *new_cfg,
+                                     void (*applied)(void *ud), void *ud, const char **why);
 
 /* Runs `fn(arg)` on the worker pool (for handlers that defer work). */
 TRPC_API int trpc_server_submit(trpc_server *srv, void (*fn)(void *arg), void *arg);

@@ -509,17 +509,56 @@ void auth_free(struct auth *a)
 	free(a);
 }
 
-int auth_reload(struct auth *a, const struct auth_config *c, struct tk_err *err)
+struct auth_update {
+	struct snap *s;
+};
+
+struct auth_update *auth_update_new(struct auth *a, const struct auth_config *c, struct tk_err *err)
 {
-	struct snap *s = snap_new(a, c, err);
-	if (s == NULL)
-		return err != NULL && err->code != 0 ? err->code : TRPC_ERR_CONFIG;
+	struct auth_update *u = malloc(sizeof *u);
+
+	if (u == NULL) {
+		tk_err_set(err, TRPC_ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	/* Interns its strings in a, which keeps them whether or not u is applied. */
+	if ((u->s = snap_new(a, c, err)) == NULL) {
+		if (err != NULL && err->code == 0)
+			tk_err_set(err, TRPC_ERR_CONFIG, "auth: unusable configuration");
+		free(u);
+		return NULL;
+	}
+	return u;
+}
+
+void auth_update_apply(struct auth *a, struct auth_update *u)
+{
+	struct snap *s = u->s;
+
+	free(u);
 	pthread_mutex_lock(&a->mu);
 	struct snap *old = a->cur;
 	a->cur = s;
 	pthread_mutex_unlock(&a->mu);
 	snap_release(old);
 	log_summary(s, "reloaded");
+}
+
+void auth_update_free(struct auth_update *u)
+{
+	if (u == NULL)
+		return;
+	snap_release(u->s);
+	free(u);
+}
+
+int auth_reload(struct auth *a, const struct auth_config *c, struct tk_err *err)
+{
+	struct auth_update *u = auth_update_new(a, c, err);
+
+	if (u == NULL)
+		return err != NULL && err->code != 0 ? err->code : TRPC_ERR_CONFIG;
+	auth_update_apply(a, u);
 	return 0;
 }
 

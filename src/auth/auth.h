@@ -104,8 +104,24 @@ int auth_config_check(const struct auth_config *c, struct tk_err *err);
  * allowed as \"anonymous\"" when auth is off, so callers need not. */
 struct auth *auth_new(const struct auth_config *c, struct tk_err *err);
 void auth_free(struct auth *a);
-/* Replaces keys and settings from a new config; on error the old ones stay. */
+/* Replaces keys and settings from a new config; on error the old ones stay.
+ * The same as auth_update_new() then auth_update_apply(). */
 int auth_reload(struct auth *a, const struct auth_config *c, struct tk_err *err);
+
+/*
+ * A reload in two steps, for a caller that must check everything it will
+ * change before it changes any of it. auth_update_new() builds the
+ * settings and key material of c (reads key files, fetches the JWKS)
+ * without putting them in force: NULL with err set when c is unusable.
+ * auth_update_apply() puts them in force, atomically for auth_check(),
+ * and cannot fail; it frees u. auth_update_free() drops u unapplied (NULL
+ * is allowed). u belongs to the a it was built for.
+ */
+struct auth_update;
+struct auth_update *auth_update_new(struct auth *a, const struct auth_config *c,
+                                    struct tk_err *err);
+void auth_update_apply(struct auth *a, struct auth_update *u);
+void auth_update_free(struct auth_update *u);
 
 int auth_enabled(const struct auth *a);
 /* Lower-case name of the API-key header ("x-api-key" by default). */

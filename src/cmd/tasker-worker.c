@@ -73,7 +73,8 @@ static void list_options(void)
 
 struct extra_ctx {
 	struct wk_settings *cfg;
-	const char *why; /* the worker's complaint about a value, if any */
+	const char *why;        /* the worker's complaint about a value, if any */
+	trpc_config_keys *keys; /* every key taken, as its source gave it */
 };
 
 static int on_extra(void *ud, const char *section, const char *key, const char *value)
@@ -82,7 +83,10 @@ static int on_extra(void *ud, const char *section, const char *key, const char *
 	int rc = wk_settings_set(x->cfg, section, key, value, &x->why);
 
 	/* then the API's keys (worker.web_bind_address, [web], [auth]) */
-	return rc == TRPC_ERR_CONFIG ? worker_services_set(section, key, value, &x->why) : rc;
+	if (rc == TRPC_ERR_CONFIG)
+		rc = worker_services_set(section, key, value, &x->why);
+	/* Kept as given, for the reload's comparison. */
+	return rc == 0 ? trpc_config_keys_set(x->keys, section, key, value) : rc;
 }
 
 /*
@@ -132,6 +136,7 @@ struct reload_src {
 	int nrest;
 	char **rest; /* owned */
 	struct worker_services *api;
+	trpc_config_keys *keys; /* owned: the worker's own keys as started */
 };
 
 /* Loads the configuration; on success (-1) src keeps the file and the
@@ -142,13 +147,17 @@ static int load_config(int argc, char **argv, struct wk_settings *wcfg,
 	const char *config_path = getenv("TASKER_CONFIG"), *why = NULL;
 	int explicit_config = config_path != NULL, nrest = 0, rc;
 	char **rest = calloc((size_t)argc + 1, sizeof(*rest));
-	struct extra_ctx x = {.cfg = wcfg};
+	struct extra_ctx x = {.cfg = wcfg, .keys = trpc_config_keys_new()};
 
-	if (rest == NULL)
+	if (rest == NULL || x.keys == NULL) {
+		free(rest);
+		trpc_config_keys_free(x.keys);
 		return 1;
+	}
 	rc = parse_own_options(argc, argv, rest, &nrest, &config_path, &explicit_config);
 	if (rc >= 0) {
 		free(rest);
+		trpc_config_keys_free(x.keys);
 		return rc;
 	}
 	if (!explicit_config) {
@@ -162,11 +171,13 @@ static int load_config(int argc, char **argv, struct wk_settings *wcfg,
 		        x.why != NULL ? x.why : "", x.why != NULL ? ")" : "");
 		usage(stderr);
 		free(rest);
+		trpc_config_keys_free(x.keys);
 		return 2;
 	}
 	src->config_path = config_path;
 	src->nrest = nrest;
 	src->rest = rest;
+	src->keys = x.keys;
 	return -1;
 }
 
@@ -176,6 +187,7 @@ struct reload_extra {
 	struct wk_settings cfg;
 	struct worker_services_keys *keys;
 	const char *why;
+	trpc_config_keys *taken; /* every key taken, as in struct extra_ctx */
 };
 
 static int on_reload_extra(void *ud, const char *section, const char *key, const char *value)
@@ -183,16 +195,18 @@ static int on_reload_extra(void *ud, const char *section, const char *key, const
 	struct reload_extra *x = ud;
 	int rc = wk_settings_set(&x->cfg, section, key, value, &x->why);
 
-	return rc == TRPC_ERR_CONFIG
-	           ? worker_services_keys_set(x->keys, section, key, value, &x->why)
-	           : rc;
+	if (rc == TRPC_ERR_CONFIG)
+		rc = worker_services_keys_set(x->keys, section, key, value, &x->why);
+	return rc == 0 ? trpc_config_keys_set(x->taken, section, key, value) : rc;
 }
 
 /*
  * Reads the configuration again; when all of it is valid, applies [auth],
  * TLS files, log level and rate limits (worker_services_reload), else logs
  * why and keeps the configuration in force. [worker], [database] and
- * [web] need a restart.
+ * [web] need a restart: once the rest is applied, each of their keys
+ * that differs from the start is logged as such (the runtime does the
+ * same for its keys).
  */
 static void reload(const struct reload_src *src)
 {
@@ -206,7 +220,8 @@ static void reload(const struct reload_src *src)
 		trpc_server_config_clear(&rcfg);
 		return;
 	}
-	if ((x.keys = worker_services_keys_new()) == NULL)
+	if ((x.keys = worker_services_keys_new()) == NULL ||
+	    (x.taken = trpc_config_keys_new()) == NULL)
 		goto fail;
 	if (wk_settings_from_env(&x.cfg, &why) != 0 ||
 	    trpc_server_config_load(&rcfg, src->config_path, src->nrest, src->rest, on_reload_extra,
@@ -218,11 +233,13 @@ static void reload(const struct reload_src *src)
 		goto fail;
 	if (worker_services_reload(src->api, x.keys, &rcfg, &why) != 0)
 		goto fail;
+	trpc_config_keys_warn_restart(src->keys, x.taken, worker_services_reloaded_keys);
 	goto out;
 fail:
 	trpc_log(TRPC_LOG_ERROR, "reload rejected, keeping the old configuration: %s%s%s%s", why,
 	         x.why != NULL ? " (" : "", x.why != NULL ? x.why : "", x.why != NULL ? ")" : "");
 out:
+	trpc_config_keys_free(x.taken);
 	worker_services_keys_free(x.keys);
 	wk_settings_clear(&x.cfg);
 	trpc_server_config_clear(&rcfg);
@@ -514,5 +531,6 @@ out_cfg:
 	wk_settings_clear(&cfg);
 	trpc_server_config_clear(&rcfg);
 	free(reload_src.rest);
+	trpc_config_keys_free(reload_src.keys);
 	return rc;
 }

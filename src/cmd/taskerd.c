@@ -51,6 +51,9 @@ struct taskerd_opts {
 	char *grpc_bind;
 	int migrate_only;
 	struct taskerd_api *api; /* the tasker.v1 API: its own keys ([auth], [backpressure]) */
+	/* Every key above as its source gave it, for the reload's comparison
+	 * (the runtime compares its own keys). */
+	trpc_config_keys *keys;
 };
 
 static int parse_int(const char *v, int min, int max, int *out)
@@ -104,7 +107,7 @@ static const struct extra_key extra_keys[] = {
 
 #define N_EXTRA_KEYS (sizeof(extra_keys) / sizeof(extra_keys[0]))
 
-static int on_extra_key(void *ud, const char *section, const char *key, const char *value)
+static int take_key(void *ud, const char *section, const char *key, const char *value)
 {
 	char *base = ud;
 
@@ -124,6 +127,15 @@ static int on_extra_key(void *ud, const char *section, const char *key, const ch
 	/* [auth], [auth.api_key.<name>], [backpressure]: the API's; [web]: REST's. */
 	int rc = taskerd_api_config_key(((struct taskerd_opts *)ud)->api, section, key, value);
 	return rc == TRPC_ERR_CONFIG ? taskerd_rest_config_key(section, key, value) : rc;
+}
+
+static int on_extra_key(void *ud, const char *section, const char *key, const char *value)
+{
+	struct taskerd_opts *o = ud;
+	int rc = take_key(ud, section, key, value);
+
+	/* Kept as given, for the reload's comparison. */
+	return rc == 0 ? trpc_config_keys_set(o->keys, section, key, value) : rc;
 }
 
 /* Every option and key, one a line (the manual pages are checked against it). */
@@ -158,16 +170,24 @@ static void opts_free(struct taskerd_opts *o)
 	free(o->web_bind);
 	free(o->grpc_bind);
 	taskerd_api_free(o->api);
+	trpc_config_keys_free(o->keys);
 }
 
 /* The plain operator variables; the command line and TASKER_* keys override. */
 static int apply_environment(struct taskerd_opts *o)
 {
+	static const struct {
+		const char *var, *section, *key;
+	} vars[] = {
+	    {"DATABASE_URL", "database", "url"},
+	    {"TASKER_TEMPLATE_PATH", "orchestration", "template_path"},
+	};
 	const char *v;
-	if ((v = getenv("DATABASE_URL")) != NULL && set_str(&o->database_url, v) != 0)
-		return -1;
-	if ((v = getenv("TASKER_TEMPLATE_PATH")) != NULL && set_str(&o->template_path, v) != 0)
-		return -1;
+
+	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+		if ((v = getenv(vars[i].var)) != NULL &&
+		    on_extra_key(o, vars[i].section, vars[i].key, v) != 0)
+			return -1;
 	return 0;
 }
 
@@ -179,6 +199,7 @@ struct reload_src {
 	int nrest;
 	char **rest;
 	struct taskerd_api *api;
+	const trpc_config_keys *keys; /* taskerd's own keys as started */
 };
 
 /* Keys collected by a reload; [web] lands in a scratch copy (the REST
@@ -198,14 +219,16 @@ static int on_reload_key(void *ud, const char *section, const char *key, const c
 	int rc = rest_config_set(&r->web, section, key, value, &why);
 	if (rc == TRPC_ERR_INVALID)
 		trpc_log(TRPC_LOG_ERROR, "reload: %s.%s: \"%s\": %s", section, key, value, why);
-	return rc;
+	return rc == 0 ? trpc_config_keys_set(r->o.keys, section, key, value) : rc;
 }
 
 /*
  * SIGHUP: reads the configuration again and applies TLS files, log level,
  * rate limits, [auth] and [backpressure] (taskerd_api_reload) only when
  * all of it is valid; otherwise logs why and keeps the configuration in
- * force.
+ * force. Once applied, every other key of taskerd's that differs from
+ * the start is logged as needing a restart (the runtime does the same
+ * for its keys).
  */
 static void on_reload(trpc_server *srv, void *ud)
 {
@@ -218,8 +241,8 @@ static void on_reload(trpc_server *srv, void *ud)
 	eng_config_init(&r.o.eng);
 	trpc_server_config_init(&cfg);
 	if (trpc_server_config_set(&cfg, "server", "listen", "0.0.0.0:9090", &why) != 0 ||
-	    apply_environment(&r.o) != 0 || (r.o.api = taskerd_api_new()) == NULL ||
-	    rest_config_init(&r.web, "0.0.0.0:8080") != 0)
+	    (r.o.keys = trpc_config_keys_new()) == NULL || apply_environment(&r.o) != 0 ||
+	    (r.o.api = taskerd_api_new()) == NULL || rest_config_init(&r.web, "0.0.0.0:8080") != 0)
 		goto fail;
 	if (trpc_server_config_load(&cfg, src->config_path, src->nrest, src->rest, on_reload_key,
 	                            &r, &why) != 0)
@@ -229,6 +252,7 @@ static void on_reload(trpc_server *srv, void *ud)
 		goto fail;
 	if (taskerd_api_reload(src->api, r.o.api, srv, &cfg, &why) != 0)
 		goto fail;
+	trpc_config_keys_warn_restart(src->keys, r.o.keys, taskerd_api_reloaded_keys);
 	goto out;
 fail:
 	/* A value the API refused: its reason besides the loader's "where". */
@@ -250,8 +274,12 @@ int main(int argc, char **argv)
 	eng_config_init(&o.eng);
 	char **rest = calloc((size_t)argc + 1, sizeof *rest);
 	int nrest = 0;
-	if (rest == NULL || apply_environment(&o) != 0 || (o.api = taskerd_api_new()) == NULL)
+	if (rest == NULL || (o.keys = trpc_config_keys_new()) == NULL ||
+	    apply_environment(&o) != 0 || (o.api = taskerd_api_new()) == NULL) {
+		free(rest);
+		opts_free(&o);
 		return 1;
+	}
 	rest[nrest++] = argv[0];
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -393,7 +421,7 @@ int main(int argc, char **argv)
 	sdn_server_ready(srv, "orchestrating; serving gRPC on %s (port %d)",
 	                 cfg.listen != NULL ? cfg.listen : cfg.tls_listen,
 	                 trpc_server_port(srv, cfg.listen == NULL, 0));
-	struct reload_src reload = {config_path, nrest, rest, o.api};
+	struct reload_src reload = {config_path, nrest, rest, o.api, o.keys};
 	trpc_server_set_on_reload(srv, on_reload, &reload);
 	rc = trpc_server_run_until_signal(srv) == 0 ? 0 : 1;
 out_srv:

@@ -196,36 +196,20 @@ static int bp_limits_differ(const struct svc_bp_limits *a, const struct svc_bp_l
 	       a->overflow != b->overflow || a->retry_after_s != b->retry_after_s;
 }
 
-int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_server *srv,
-                       const struct trpc_server_config *cfg, const char **why)
-{
-	static __thread char buf[600];
-	struct tk_err err = {0};
+/* What a reload puts in force once the runtime took its part. */
+struct api_commit {
+	struct taskerd_api *api, *fresh;
+	struct auth_update *auth; /* NULL once applied */
+};
 
-	if (api->env.auth == NULL || api->env.backpressure == NULL) {
-		*why = "the API is not started";
-		return TRPC_ERR_STATE;
-	}
-	/* Everything that can be refused is checked before anything changes. */
-	if (svc_bp_limits_check(&fresh->bp, &err) != 0) {
-		snprintf(buf, sizeof buf, "%s", err.msg);
-		*why = buf;
-		return err.code;
-	}
-	if (auth_reload(api->env.auth, fresh->auth_cfg, &err) != 0) {
-		snprintf(buf, sizeof buf, "auth: %s", err.msg);
-		*why = buf;
-		return err.code != 0 ? err.code : TRPC_ERR_CONFIG;
-	}
-	int rc = trpc_server_reload(srv, cfg, why);
-	if (rc != 0) {
-		struct tk_err back = {0};
-		if (auth_reload(api->env.auth, api->auth_cfg, &back) != 0)
-			trpc_log(TRPC_LOG_ERROR, "reload: cannot restore the previous auth: %s",
-			         back.msg);
-		return rc;
-	}
-	/* Cannot fail: the thresholds change only once all else is in force. */
+/* Cannot fail: everything was checked before the runtime applied. */
+static void on_runtime_applied(void *ud)
+{
+	struct api_commit *c = ud;
+	struct taskerd_api *api = c->api, *fresh = c->fresh;
+
+	auth_update_apply(api->env.auth, c->auth);
+	c->auth = NULL;
 	svc_backpressure_set_limits(api->env.backpressure, &fresh->bp);
 	if (bp_limits_differ(&api->bp, &fresh->bp))
 		trpc_log(TRPC_LOG_INFO,
@@ -238,8 +222,40 @@ int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_
 	struct auth_config *old = api->auth_cfg;
 	api->auth_cfg = fresh->auth_cfg;
 	fresh->auth_cfg = old;
-	return 0;
 }
+
+int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_server *srv,
+                       const struct trpc_server_config *cfg, const char **why)
+{
+	static __thread char buf[600];
+	struct tk_err err = {0};
+	struct api_commit c = {api, fresh, NULL};
+
+	if (api->env.auth == NULL || api->env.backpressure == NULL) {
+		*why = "the API is not started";
+		return TRPC_ERR_STATE;
+	}
+	/* Everything that can be refused is checked before anything changes:
+	 * the thresholds, the new auth settings (built, not yet in force),
+	 * then what the runtime takes, which it applies all or nothing before
+	 * on_runtime_applied puts the rest in force. */
+	if (svc_bp_limits_check(&fresh->bp, &err) != 0) {
+		snprintf(buf, sizeof buf, "%s", err.msg);
+		*why = buf;
+		return err.code;
+	}
+	if ((c.auth = auth_update_new(api->env.auth, fresh->auth_cfg, &err)) == NULL) {
+		snprintf(buf, sizeof buf, "auth: %s", err.msg);
+		*why = buf;
+		return err.code != 0 ? err.code : TRPC_ERR_CONFIG;
+	}
+	int rc = trpc_server_reload_with(srv, cfg, on_runtime_applied, &c, why);
+	auth_update_free(c.auth); /* refused: never applied */
+	return rc;
+}
+
+/* [auth], its [auth.api_key.<name>] sections and [backpressure]: taskerd_api_reload. */
+const char *const taskerd_api_reloaded_keys[] = {"auth.*", "backpressure.*", NULL};
 
 struct svc_env *taskerd_api_env(struct taskerd_api *api)
 {

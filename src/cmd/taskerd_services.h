@@ -70,16 +70,21 @@ int taskerd_api_register(struct taskerd_api *api, trpc_server *srv, trpc_health 
 /*
  * SIGHUP: applies a configuration read again into `fresh` (a second api
  * that only collected keys) and `cfg`: the [backpressure] thresholds, the
- * [auth] settings (auth_reload) and what trpc_server_reload takes (TLS
- * files, log level, rate limits). All or nothing: thresholds that break
- * warning < critical <= overflow are refused before anything changes;
- * when the runtime refuses cfg, the auth settings in force before are
- * restored; the thresholds change last, at once (readers see the old set
- * or the new one). Returns 0, or a negative code with *why (thread-local
- * or static).
+ * [auth] settings and what trpc_server_reload takes (TLS files, log
+ * level, rate limits). All or nothing: the thresholds (warning <
+ * critical <= overflow) and the auth settings (auth_update_new) are
+ * checked first, then the runtime applies cfg or refuses all of it; only
+ * after it applied do the auth settings and the thresholds change, each
+ * at once (readers see the old set or the new one). Returns 0, or a
+ * negative code with *why (thread-local or static), and then nothing
+ * changed.
  */
 int taskerd_api_reload(struct taskerd_api *api, struct taskerd_api *fresh, trpc_server *srv,
                        const struct trpc_server_config *cfg, const char **why);
+
+/* The keys taskerd_api_reload applies, as fnmatch patterns over
+ * "section.key" for trpc_config_keys_warn_restart (NULL-terminated). */
+extern const char *const taskerd_api_reloaded_keys[];
 
 /* After trpc_server_free(). NULL is allowed. */
 void taskerd_api_free(struct taskerd_api *api);

@@ -186,6 +186,9 @@ struct worker_services {
 	int srv_started;
 	struct rest_server *rest;
 	struct trpc_descriptor_set sets[2];
+	/* Without a gRPC server: the runtime's keys at start, which a reload
+	 * compares with (trpc_server_reload does it when there is a server). */
+	trpc_config_keys *runtime_keys;
 };
 
 static int64_t now_ns(void)
@@ -279,6 +282,21 @@ static int start_rest(struct worker_services *s, struct tk_err *err)
 	return 0;
 }
 
+/* Without a gRPC server: the runtime's keys for reloads, server.listen set
+ * as a reload sets it (start_grpc did not run, or failed after setting it). */
+static int keep_runtime_keys(struct worker_services *s, const struct worker_services_args *a,
+                             struct tk_err *err)
+{
+	const char *bind = a->cfg->grpc_bind_address, *why = NULL;
+
+	if (bind != NULL && trpc_server_config_set(a->rcfg, "server", "listen", bind, &why) != 0)
+		return tk_err_set(err, TRPC_ERR_CONFIG, "worker.grpc_bind_address: %s", why), -1;
+	if ((s->runtime_keys = trpc_config_keys_new()) == NULL ||
+	    trpc_config_keys_add_server(s->runtime_keys, a->rcfg) != 0)
+		return tk_err_set(err, TRPC_ERR_NOMEM, "out of memory"), -1;
+	return 0;
+}
+
 struct worker_services *worker_services_start(const struct worker_services_args *a,
                                               struct tk_err *err)
 {
@@ -297,6 +315,8 @@ struct worker_services *worker_services_start(const struct worker_services_args 
 	}
 	if (settings.grpc_enabled && start_grpc(s, a, err) != 0)
 		goto fail;
+	if (s->srv == NULL && keep_runtime_keys(s, a, err) != 0)
+		goto fail;
 	if (settings.rest.enabled && start_rest(s, err) != 0)
 		goto fail;
 	return s;
@@ -314,6 +334,7 @@ void worker_services_stop(struct worker_services *s)
 		trpc_server_free(s->srv);
 		auth_free(s->auth);
 		wsvc_clear(&s->wsvc);
+		trpc_config_keys_free(s->runtime_keys);
 		free(s);
 	}
 	settings_clear(&settings);
@@ -349,31 +370,70 @@ int worker_services_keys_set(struct worker_services_keys *k, const char *section
 	return settings_set(&k->st, section, key, value, why);
 }
 
+/* The runtime keys trpc_log_configure applies: all a reload without a gRPC server takes. */
+static const char *const logging_keys[] = {"server.log_level", "log.level", "log.format",
+                                           "log.file", NULL};
+
+/* A reload without a gRPC server: the logging settings, and a word on the other runtime keys. */
+static int reload_logging(const struct worker_services *s, const struct trpc_server_config *rcfg,
+                          const char **why)
+{
+	trpc_config_keys *fresh;
+	int rc = trpc_log_configure(rcfg, why);
+
+	if (rc != 0)
+		return rc;
+	if ((fresh = trpc_config_keys_new()) != NULL &&
+	    trpc_config_keys_add_server(fresh, rcfg) == 0)
+		trpc_config_keys_warn_restart(s->runtime_keys, fresh, logging_keys);
+	trpc_config_keys_free(fresh);
+	return 0;
+}
+
+const char *const worker_services_reloaded_keys[] = {"auth.*", NULL};
+
+/* What a reload puts in force once the runtime took its part. */
+struct api_commit {
+	struct worker_services *s;
+	struct worker_services_keys *k;
+	struct auth_update *auth; /* NULL once applied */
+};
+
+/* Cannot fail: the auth settings were built before the runtime applied. */
+static void on_runtime_applied(void *ud)
+{
+	struct api_commit *c = ud;
+
+	auth_update_apply(c->s->auth, c->auth);
+	c->auth = NULL;
+	/* The new auth settings are the ones in force now. */
+	struct auth_config *old = settings.auth;
+	settings.auth = c->k->st.auth;
+	c->k->st.auth = old;
+}
+
 int worker_services_reload(struct worker_services *s, struct worker_services_keys *k,
                            const struct trpc_server_config *rcfg, const char **why)
 {
 	static __thread char buf[400];
+	struct api_commit c = {s, k, NULL};
 	struct tk_err err;
 	int rc;
 
+	/* Everything is checked before anything changes: the new auth
+	 * settings are built first and put in force only once the runtime
+	 * took rcfg (which it does all or nothing). */
 	tk_err_clear(&err);
-	if (auth_reload(s->auth, k->st.auth, &err) != 0) {
+	if ((c.auth = auth_update_new(s->auth, k->st.auth, &err)) == NULL) {
 		snprintf(buf, sizeof(buf), "auth: %s", err.msg);
 		*why = buf;
 		return err.code != 0 ? err.code : TRPC_ERR_CONFIG;
 	}
-	/* Without a gRPC server only the logging settings are the runtime's. */
-	rc = s->srv != NULL ? trpc_server_reload(s->srv, rcfg, why) : trpc_log_configure(rcfg, why);
-	if (rc != 0) {
-		tk_err_clear(&err);
-		if (auth_reload(s->auth, settings.auth, &err) != 0)
-			trpc_log(TRPC_LOG_ERROR, "reload: cannot restore the previous auth: %s",
-			         err.msg);
-		return rc;
+	if (s->srv != NULL) {
+		rc = trpc_server_reload_with(s->srv, rcfg, on_runtime_applied, &c, why);
+	} else if ((rc = reload_logging(s, rcfg, why)) == 0) {
+		on_runtime_applied(&c);
 	}
-	/* The new auth settings are the ones in force now. */
-	struct auth_config *old = settings.auth;
-	settings.auth = k->st.auth;
-	k->st.auth = old;
-	return 0;
+	auth_update_free(c.auth); /* refused: never applied */
+	return rc;
 }

@@ -69,11 +69,13 @@ struct worker_services *worker_services_start(const struct worker_services_args 
 /*
  * SIGHUP. The keys of a configuration read again go into a scratch set
  * (worker_services_keys_set, same contract as worker_services_set);
- * worker_services_reload then applies its [auth] settings (auth_reload)
- * and what trpc_server_reload takes from rcfg (TLS files, log level, rate
- * limits): all or nothing, the auth in force is restored when the runtime
- * refuses rcfg. [worker] and [web] keys are checked only: they need a
- * restart. Returns 0 or a negative code with *why (thread-local).
+ * worker_services_reload then applies what trpc_server_reload takes from
+ * rcfg (TLS files, log level, rate limits; only the logging settings
+ * when there is no gRPC server) and its [auth] settings: all or nothing,
+ * the auth settings are checked first and change only after the runtime
+ * took rcfg. [worker] and [web] keys are checked only: they need a
+ * restart. Returns 0 or a negative code with *why (thread-local), and
+ * then nothing changed.
  */
 struct worker_services_keys;
 struct worker_services_keys *worker_services_keys_new(void); /* NULL: out of memory */
@@ -82,6 +84,11 @@ int worker_services_keys_set(struct worker_services_keys *k, const char *section
                              const char *value, const char **why);
 int worker_services_reload(struct worker_services *s, struct worker_services_keys *k,
                            const struct trpc_server_config *rcfg, const char **why);
+
+/* The keys worker_services_reload applies besides the runtime's, as
+ * fnmatch patterns over "section.key" for trpc_config_keys_warn_restart
+ * (NULL-terminated). */
+extern const char *const worker_services_reloaded_keys[];
 
 /* Stops both servers (gracefully) and frees what the start made, the
  * settings included. Before the worker is freed. NULL: only the settings. */

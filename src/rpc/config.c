@@ -845,6 +845,66 @@ int trpc_server_config_key(size_t i, const char **section, const char **key)
 	return 0;
 }
 
+/* v in the largest unit of `units` (largest first) that divides it: 4194304 is "4MiB". */
+static void format_units(long long v, const struct unit *units, char *buf, size_t size)
+{
+	const struct unit *u = units;
+
+	while (v != 0 && u[1].name != NULL && v % u->mult != 0)
+		u++;
+	snprintf(buf, size, "%lld%s", v == 0 ? 0 : v / u->mult, v == 0 ? "" : u->name);
+}
+
+int trpc_server_config_value(const struct trpc_server_config *cfg, size_t i, char *buf, size_t size)
+{
+	/* The spellings written, largest first; each list ends with its unit 1. */
+	static const struct unit size_names[] = {
+	    {"GiB", 1LL << 30}, {"MiB", 1LL << 20}, {"KiB", 1LL << 10}, {"", 1}, {NULL, 0}};
+	static const struct unit duration_names[] = {{"d", 24 * 3600 * 1000},
+	                                             {"h", 3600 * 1000},
+	                                             {"m", 60 * 1000},
+	                                             {"s", 1000},
+	                                             {"ms", 1},
+	                                             {NULL, 0}};
+	const struct cfg_row *row;
+	int v;
+
+	if (cfg == NULL || buf == NULL || size == 0)
+		return TRPC_ERR_INVALID;
+	if (i >= N_ROWS)
+		return TRPC_ERR_NOT_FOUND;
+	row = &rows[i];
+	if (row->type == CFG_STRING) {
+		const char *s = *(char *const *)(const void *)((const char *)cfg + row->offset);
+		snprintf(buf, size, "%s", s != NULL ? s : "");
+		return 0;
+	}
+	v = *(const int *)(const void *)((const char *)cfg + row->offset);
+	switch (row->type) {
+	case CFG_ENUM: {
+		int n = 0;
+		while (row->names[n] != NULL)
+			n++;
+		snprintf(buf, size, "%s", v >= 0 && v < n ? row->names[v] : "?");
+		break;
+	}
+	case CFG_BOOL:
+		snprintf(buf, size, "%s", v ? "true" : "false");
+		break;
+	case CFG_SIZE:
+		format_units(v, size_names, buf, size);
+		break;
+	case CFG_DURATION:
+		format_units(v, duration_names, buf, size);
+		break;
+	case CFG_INT:
+	case CFG_STRING:
+		snprintf(buf, size, "%d", v);
+		break;
+	}
+	return 0;
+}
+
 /*
  * Besides the errors in the header: TRPC_ERR_INVALID for a NULL cfg,
  * TRPC_ERR_NOMEM, and whatever negative value `extra` returns other than

@@ -224,6 +224,13 @@ trpc_server *trpc_server_new(const struct trpc_server_config *cfg, const char **
 	pthread_mutex_init(&srv->ssl_mu, NULL);
 	copy_config(&srv->cfg, cfg);
 	metrics_init(&srv->metrics);
+	/* As given: a reload compares with "0" (one per CPU), not with the count. */
+	if ((srv->keys = trpc_config_keys_new()) == NULL ||
+	    trpc_config_keys_add_server(srv->keys, cfg) != 0) {
+		*why = "out of memory";
+		trpc_server_free(srv);
+		return NULL;
+	}
 	if (srv->cfg.io_threads <= 0)
 		srv->cfg.io_threads = online_cpus();
 	if (srv->cfg.workers <= 0)
@@ -502,61 +509,27 @@ void trpc_server_shutdown(trpc_server *srv)
 
 /* ------------------------------------------------------------------ reload */
 
-/* A setting read once, when threads, listeners or sessions are made. */
-struct restart_key {
-	const char *name;
-	size_t off;
+/*
+ * The keys trpc_server_reload applies (fnmatch patterns over
+ * "section.key"). Every other key of the table is read once, when
+ * threads, listeners, sessions or calls are made, and a change to it is
+ * logged as needing a restart.
+ */
+static const char *const reloaded_keys[] = {
+    "tls.*", "server.log_level", "log.level", "log.format", "log.file", "ratelimit.*", NULL,
 };
 
-/* clang-format off */
-#define RESTART_KEY(f) {#f, offsetof(struct trpc_server_config, f)}
-/* clang-format on */
-
-/* io_threads and workers first: 0 ("one per CPU") was resolved in the old. */
-static const struct restart_key restart_ints[] = {
-    RESTART_KEY(io_threads),
-    RESTART_KEY(workers),
-    RESTART_KEY(max_connections),
-    RESTART_KEY(max_concurrent_streams),
-    RESTART_KEY(initial_window_size),
-    RESTART_KEY(max_header_list_size),
-    RESTART_KEY(max_recv_message_size),
-    RESTART_KEY(max_send_message_size),
-    RESTART_KEY(keepalive_time_ms),
-    RESTART_KEY(queue_high_watermark),
-    RESTART_KEY(queue_low_watermark),
-};
-
-static const struct restart_key restart_strings[] = {
-    RESTART_KEY(listen),
-    RESTART_KEY(tls_listen),
-    RESTART_KEY(metrics_listen),
-};
-
-static int differs(const char *a, const char *b)
+/* Warns about the keys of nc that differ from the configuration in force and are not applied. */
+static void warn_restart_keys(const trpc_server *srv, const struct trpc_server_config *nc)
 {
-	return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
-}
+	trpc_config_keys *fresh = trpc_config_keys_new();
 
-static void warn_restart_keys(const struct trpc_server_config *old,
-                              const struct trpc_server_config *nc)
-{
-	for (size_t i = 0; i < sizeof restart_ints / sizeof restart_ints[0]; i++) {
-		int a = *(const int *)(const void *)((const char *)old + restart_ints[i].off);
-		int b = *(const int *)(const void *)((const char *)nc + restart_ints[i].off);
-		if (a != b && !(b == 0 && i < 2))
-			trpc_log(TRPC_LOG_WARN, "reload: %s changed; ignored until restart",
-			         restart_ints[i].name);
-	}
-	for (size_t i = 0; i < sizeof restart_strings / sizeof restart_strings[0]; i++) {
-		const char *a =
-		    *(char *const *)(const void *)((const char *)old + restart_strings[i].off);
-		const char *b =
-		    *(char *const *)(const void *)((const char *)nc + restart_strings[i].off);
-		if (differs(a, b))
-			trpc_log(TRPC_LOG_WARN, "reload: %s changed; ignored until restart",
-			         restart_strings[i].name);
-	}
+	if (fresh == NULL || trpc_config_keys_add_server(fresh, nc) != 0)
+		trpc_log(TRPC_LOG_WARN, "reload: out of memory; keys that need a restart "
+		                        "are not listed");
+	else
+		trpc_config_keys_warn_restart(srv->keys, fresh, reloaded_keys);
+	trpc_config_keys_free(fresh);
 }
 
 /* A new log file must be writable before anything is applied. */
@@ -578,6 +551,12 @@ static int check_log_file(const struct trpc_server_config *nc, const char **why)
 
 int trpc_server_reload(trpc_server *srv, const struct trpc_server_config *nc, const char **why)
 {
+	return trpc_server_reload_with(srv, nc, NULL, NULL, why);
+}
+
+int trpc_server_reload_with(trpc_server *srv, const struct trpc_server_config *nc,
+                            void (*applied)(void *ud), void *ud, const char **why)
+{
 	const char *dummy;
 	SSL_CTX *ctx = NULL, *old = NULL;
 	int rc;
@@ -585,7 +564,7 @@ int trpc_server_reload(trpc_server *srv, const struct trpc_server_config *nc, co
 	if (why == NULL)
 		why = &dummy;
 	if (srv == NULL || nc == NULL) {
-		*why = "trpc_server_reload: NULL argument";
+		*why = "trpc_server_reload_with: NULL argument";
 		return TRPC_ERR_INVALID;
 	}
 	if ((rc = check_log_file(nc, why)) != 0)
@@ -610,7 +589,10 @@ int trpc_server_reload(trpc_server *srv, const struct trpc_server_config *nc, co
 	}
 	if (trpc_log_configure(nc, why) != 0)
 		trpc_log(TRPC_LOG_ERROR, "reload: %s", *why);
-	warn_restart_keys(&srv->cfg, nc);
+	/* The caller's settings, before the line that says all is in force. */
+	if (applied != NULL)
+		applied(ud);
+	warn_restart_keys(srv, nc);
 	trpc_log(TRPC_LOG_INFO, "reload: applied%s; log level %s; rate limiting %s",
 	         ctx != NULL ? " new TLS certificate" : "", nc->log_level ? nc->log_level : "info",
 	         nc->ratelimit_enabled ? "on" : "off");
@@ -689,6 +671,7 @@ void trpc_server_free(trpc_server *srv)
 	pthread_mutex_destroy(&srv->ssl_mu);
 	ratelimit_free(srv->ratelimit);
 	metrics_clear(&srv->metrics);
+	trpc_config_keys_free(srv->keys);
 	trpc_server_config_clear(&srv->cfg);
 	free(srv);
 }

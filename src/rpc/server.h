@@ -43,6 +43,10 @@ struct free_hook {
 
 struct trpc_server {
 	struct trpc_server_config cfg;
+	/* cfg as given to trpc_server_new (io_threads and workers not yet
+	 * resolved), which trpc_server_reload compares with: the keys it does
+	 * not apply stay as they were at start until a restart. */
+	trpc_config_keys *keys;
 
 	/* method table: open addressing over path hash; built before start */
 	struct method_entry *methods;

@@ -416,6 +416,43 @@ static void test_reload(void **state)
 	auth_free(a);
 }
 
+/* An update is not in force until applied; one dropped changes nothing. */
+static void test_update_in_two_steps(void **state)
+{
+	(void)state;
+	struct auth *a = auth_of(key_rows, ARRAY_LEN(key_rows));
+	struct tk_err err = {0, ""};
+	const struct kv other[] = {{"auth", "enabled", "true"},
+	                           {"auth", "api_key", "new-0123456789abcdef"}};
+	struct auth_config *c = config_of("orchestration", other, ARRAY_LEN(other));
+
+	struct auth_update *u = auth_update_new(a, c, &err);
+	assert_non_null(u);
+	expect_result(a, NULL, "new-0123456789abcdef", "tasks:read", AUTH_UNAUTHENTICATED,
+	              "invalid_api_key", NULL);
+	expect_result(a, NULL, "reader-0123456789abcdef", "tasks:read", AUTH_OK, NULL, NULL);
+	auth_update_free(u);
+	expect_result(a, NULL, "reader-0123456789abcdef", "tasks:read", AUTH_OK, NULL, NULL);
+
+	u = auth_update_new(a, c, &err);
+	assert_non_null(u);
+	auth_update_apply(a, u);
+	expect_result(a, NULL, "new-0123456789abcdef", "tasks:read", AUTH_OK, NULL, NULL);
+	expect_result(a, NULL, "reader-0123456789abcdef", "tasks:read", AUTH_UNAUTHENTICATED,
+	              "invalid_api_key", NULL);
+	auth_config_free(c);
+
+	const struct kv broken[] = {{"auth", "enabled", "true"}};
+	c = config_of("orchestration", broken, ARRAY_LEN(broken));
+	tk_err_clear(&err);
+	assert_null(auth_update_new(a, c, &err));
+	assert_int_equal(err.code, TRPC_ERR_CONFIG);
+	assert_true(err.msg[0] != '\0');
+	auth_update_free(NULL);
+	auth_config_free(c);
+	auth_free(a);
+}
+
 /* ------------------------------------------------------------------ tokens */
 
 static void test_b64url(void **state)
@@ -704,6 +741,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_permissions_lax),
 	    cmocka_unit_test(test_disabled),
 	    cmocka_unit_test(test_reload),
+	    cmocka_unit_test(test_update_in_two_steps),
 	    cmocka_unit_test(test_b64url),
 	    cmocka_unit_test(test_jws_parse),
 	    cmocka_unit_test(test_claims),

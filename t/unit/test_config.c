@@ -1,7 +1,8 @@
 /*
  * Unit tests for src/rpc/config.c: defaults, the INI file, TASKER_*
  * environment variables, command-line options, their precedence, value
- * syntax and error messages.
+ * syntax and error messages; and for src/rpc/confkeys.c: the canonical
+ * spelling of values, masking, and the reload's restart warnings.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -958,6 +959,190 @@ static void test_extra_rejections(void **state)
 	trpc_server_config_clear(&cfg);
 }
 
+/* ------------------------------------------------------------------ confkeys */
+
+/* trpc_log for confkeys.c: keeps the lines (the library's log.c is not linked). */
+static char logged[8][512];
+static int n_logged;
+
+void trpc_log(int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)level;
+	if (n_logged >= (int)ARRAY_LEN(logged))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(logged[n_logged++], sizeof(logged[0]), fmt, ap);
+	va_end(ap);
+}
+
+/* The value of key `name` ("section.key") in cfg, as trpc_server_config_value spells it. */
+static const char *value_of(const struct trpc_server_config *cfg, const char *name, char *buf,
+                            size_t size)
+{
+	const char *section, *key;
+	char full[128];
+
+	for (size_t i = 0; trpc_server_config_key(i, &section, &key) == 0; i++) {
+		snprintf(full, sizeof(full), "%s.%s", section, key);
+		if (strcmp(full, name) == 0) {
+			assert_int_equal(trpc_server_config_value(cfg, i, buf, size), 0);
+			return buf;
+		}
+	}
+	fail_msg("no key %s", name);
+	return NULL;
+}
+
+static void test_value_spelling(void **state)
+{
+	static const struct {
+		const char *key, *set, *want;
+	} cases[] = {
+	    {"keepalive.timeout", NULL, "20s"},
+	    {"keepalive.time", NULL, "2h"},
+	    {"keepalive.max_connection_idle", NULL, "0"},
+	    {"limits.retry_pushback", NULL, "100ms"},
+	    {"http2.initial_window_size", NULL, "1MiB"},
+	    {"http2.max_header_list_size", NULL, "8KiB"},
+	    {"keepalive.permit_without_calls", NULL, "false"},
+	    {"tls.client_auth", NULL, "none"},
+	    {"server.tls_listen", NULL, ""},
+	    {"server.max_connections", NULL, "20000"},
+	    {"keepalive.timeout", "20000ms", "20s"},
+	    {"keepalive.timeout", "1h30m", "90m"},
+	    {"keepalive.timeout", "1500", "1500ms"},
+	    {"limits.max_recv_message_size", "1000", "1000"},
+	    {"limits.max_recv_message_size", "2048k", "2MiB"},
+	    {"log.format", "JSON", "json"},
+	};
+	struct trpc_server_config cfg;
+	const char *why;
+	char buf[64];
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		trpc_server_config_init(&cfg);
+		if (cases[i].set != NULL)
+			assert_int_equal(set1(&cfg, cases[i].key, cases[i].set, &why), 0);
+		assert_string_equal(value_of(&cfg, cases[i].key, buf, sizeof(buf)), cases[i].want);
+		trpc_server_config_clear(&cfg);
+	}
+	assert_int_equal(trpc_server_config_value(&cfg, 10000, buf, sizeof(buf)),
+	                 TRPC_ERR_NOT_FOUND);
+}
+
+/* Every value read back through its own spelling is the same value. */
+static void test_value_round_trip(void **state)
+{
+	struct trpc_server_config a, b;
+	const char *section, *key, *why;
+	char buf[256];
+
+	(void)state;
+	trpc_server_config_init(&a);
+	assert_int_equal(set1(&a, "keepalive.max_connection_age", "1d2h3m4s5ms", &why), 0);
+	assert_int_equal(set1(&a, "limits.max_outbound_bytes", "1G", &why), 0);
+	assert_int_equal(set1(&a, "ratelimit.enabled", "yes", &why), 0);
+	trpc_server_config_init(&b);
+	for (size_t i = 0; trpc_server_config_key(i, &section, &key) == 0; i++) {
+		assert_int_equal(trpc_server_config_value(&a, i, buf, sizeof(buf)), 0);
+		assert_int_equal(trpc_server_config_set(&b, section, key, buf, &why), 0);
+	}
+	assert_config_equal(&a, &b);
+	trpc_server_config_clear(&a);
+	trpc_server_config_clear(&b);
+}
+
+static void test_value_shown(void **state)
+{
+	static const struct {
+		const char *name, *value, *want;
+	} cases[] = {
+	    {"auth.api_key.ops.key", "abcdefghijklmnop", "****"},
+	    {"auth.jwt_public_key_file", "/etc/keys/pub.pem", "****"},
+	    {"web.client_secret", "x", "****"},
+	    {"worker.auth_token", "", ""},
+	    {"database.PASSWORD", "x", "****"},
+	    {"database.url", "postgresql://tasker:pw@db:5432/tasker",
+	     "postgresql://tasker:****@db:5432/tasker"},
+	    {"database.url", "postgres://u:p@ss@h/d?sslmode=require",
+	     "postgres://u:****@h/d?sslmode=require"},
+	    {"database.url", "postgresql://tasker@db/tasker", "postgresql://tasker@db/tasker"},
+	    {"database.url", "postgresql://db/tasker?user=a&password=b&x=1",
+	     "postgresql://db/tasker?user=a&password=****&x=1"},
+	    {"database.url", "host=db password = secret dbname=t",
+	     "host=db password = **** dbname=t"},
+	    {"database.url", "host=db password='a\\'b c' dbname=t",
+	     "host=db password=**** dbname=t"},
+	    {"database.url", "host=/run/pg dbname=tasker", "host=/run/pg dbname=tasker"},
+	    {"orchestration.template_path", "/etc/tasker/templates", "/etc/tasker/templates"},
+	};
+	char buf[128], small[8];
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++)
+		assert_string_equal(
+		    trpc_config_value_shown(cases[i].name, cases[i].value, buf, sizeof(buf)),
+		    cases[i].want);
+	/* Cut to the buffer, never past it. */
+	assert_string_equal(trpc_config_value_shown("a.b", "0123456789", small, sizeof(small)),
+	                    "0123456");
+}
+
+static void test_warn_restart(void **state)
+{
+	static const char *const reloaded[] = {"auth.*", "log.level", "server.log_level", NULL};
+	trpc_config_keys *old = trpc_config_keys_new(), *fresh = trpc_config_keys_new();
+	struct trpc_server_config cfg;
+	const char *why;
+
+	(void)state;
+	assert_non_null(old);
+	assert_non_null(fresh);
+	trpc_server_config_init(&cfg);
+	assert_int_equal(trpc_config_keys_add_server(old, &cfg), 0);
+	assert_int_equal(set1(&cfg, "keepalive.timeout", "45000ms", &why), 0);
+	assert_int_equal(set1(&cfg, "log.level", "debug", &why), 0);
+	assert_int_equal(trpc_config_keys_add_server(fresh, &cfg), 0);
+	trpc_server_config_clear(&cfg);
+
+	assert_int_equal(trpc_config_keys_set(old, "database", "pool_size", "5"), 0);
+	assert_int_equal(trpc_config_keys_set(old, "database", "url", "x"), 0);
+	assert_int_equal(trpc_config_keys_set(old, "auth.api_key.ops", "key", "first"), 0);
+	assert_int_equal(trpc_config_keys_set(old, "dlq", "staleness_batch", "10"), 0);
+	/* the last value of a key wins */
+	assert_int_equal(trpc_config_keys_set(fresh, "database", "pool_size", "6"), 0);
+	assert_int_equal(trpc_config_keys_set(fresh, "database", "pool_size", "7"), 0);
+	assert_int_equal(trpc_config_keys_set(fresh, "database", "url", "postgresql://u:pw@h/d"),
+	                 0);
+	assert_int_equal(trpc_config_keys_set(fresh, "auth.api_key.ops", "key", "second"), 0);
+	assert_int_equal(trpc_config_keys_set(fresh, "web", "request_timeout_ms", "100"), 0);
+
+	n_logged = 0;
+	assert_int_equal(trpc_config_keys_warn_restart(old, fresh, reloaded), 5);
+	assert_int_equal(n_logged, 5);
+	assert_string_equal(logged[0],
+	                    "reload: keepalive.timeout changed from \"20s\" to \"45s\"; restart "
+	                    "to apply");
+	assert_string_equal(logged[1],
+	                    "reload: database.pool_size changed from \"5\" to \"7\"; restart to "
+	                    "apply");
+	assert_string_equal(logged[2], "reload: database.url changed from \"x\" to "
+	                               "\"postgresql://u:****@h/d\"; restart to apply");
+	assert_string_equal(logged[3], "reload: dlq.staleness_batch changed from \"10\" to "
+	                               "(default); restart to apply");
+	assert_string_equal(logged[4], "reload: web.request_timeout_ms changed from (default) to "
+	                               "\"100\"; restart to apply");
+	/* The same lists the other way round, everything reloadable: nothing. */
+	static const char *const all[] = {"*", NULL};
+	assert_int_equal(trpc_config_keys_warn_restart(fresh, old, all), 0);
+	assert_int_equal(trpc_config_keys_warn_restart(old, old, NULL), 0);
+	trpc_config_keys_free(old);
+	trpc_config_keys_free(fresh);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -988,6 +1173,10 @@ int main(void)
 	    T(test_listener_and_tls_checks),
 	    T(test_extra_receives_unknown_keys),
 	    T(test_extra_rejections),
+	    T(test_value_spelling),
+	    T(test_value_round_trip),
+	    T(test_value_shown),
+	    T(test_warn_restart),
 #undef T
 	};
 
