@@ -34,6 +34,7 @@ require_target=0
 analyze=auto
 analyze_tasks=500
 floor=1
+floor_sizes="300 1000 2000"
 perf_secs=0
 rounds=1
 keep=0   # read by pg-lib.sh (cleanup)
@@ -62,6 +63,8 @@ usage: $0 [--tasks N] [--build DIR] [options]
   --analyze            always run the statement analysis (default: only when
                        the ratio is below the target); --no-analyze: never
   --analyze-tasks N    tasks of the analysis batch (default $analyze_tasks)
+  --floor-sizes "N ..." diamonds per statement tried for the floor, each
+                       twice; the cheapest per step counts (default "$floor_sizes")
   --no-floor           skip the floor (the schema's rows alone, set-based)
   --perf S             also profile the whole machine with perf for S seconds
                        of an unlogged batch (needs perf)
@@ -91,6 +94,7 @@ while [[ $# -gt 0 ]]; do
   --analyze) analyze=yes; shift ;;
   --no-analyze) analyze=no; shift ;;
   --analyze-tasks) analyze_tasks=$2; shift 2 ;;
+  --floor-sizes) floor_sizes=$2; shift 2 ;;
   --no-floor) floor=0; shift ;;
   --perf) perf_secs=$2; shift 2 ;;
   --keep) keep=1; shift ;;
@@ -384,9 +388,10 @@ fi
 if ((floor)); then
   stop_worker
   stop_taskerd
-  F_BEST=0
-  for fr in 1 2; do
-    timeout 120 psql "$CONNINFO" -X -q -v ON_ERROR_STOP=1 -v N="$tasks" -f "$ENGINE_DIR/floor.sql" \
+  F_BEST=0 F_N=0
+  for fn in $floor_sizes $floor_sizes; do
+    [[ $fn =~ ^[1-9][0-9]*$ ]] || die "--floor-sizes: not a number: $fn"
+    timeout 120 psql "$CONNINFO" -X -q -v ON_ERROR_STOP=1 -v N="$fn" -f "$ENGINE_DIR/floor.sql" \
       >"$TMP/floor.out" 2>&1 || die "floor.sql failed: $(tail -n 5 "$TMP/floor.out")"
     psql_q "CHECKPOINT" >/dev/null
     t0=$(date +%s.%N)
@@ -398,15 +403,15 @@ if ((floor)); then
     done_f=$(psql_q "SELECT count(*) FROM bench.floor_k k JOIN tasker.tasks t ON t.task_uuid = k.t
                      JOIN tasker.task_transitions tt ON tt.task_uuid = k.t AND tt.most_recent
                      WHERE t.complete AND tt.to_state = 'complete'")
-    [[ $done_f == "$tasks" ]] || die "floor: $done_f of $tasks diamonds complete"
-    f_us=$(awk -v t="$p1" -v hz="$CLK_TCK" -v n=$((4 * tasks)) 'BEGIN { printf "%.0f", 1e6 * t / hz / n }')
-    log "  floor run $fr: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')s, PostgreSQL CPU ${f_us} us per step"
-    if ((F_BEST == 0 || f_us < F_BEST)); then F_BEST=$f_us; fi
+    [[ $done_f == "$fn" ]] || die "floor: $done_f of $fn diamonds complete"
+    f_us=$(awk -v t="$p1" -v hz="$CLK_TCK" -v n=$((4 * fn)) 'BEGIN { printf "%.0f", 1e6 * t / hz / n }')
+    log "  floor, $fn diamonds: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')s, PostgreSQL CPU ${f_us} us per step"
+    if ((F_BEST == 0 || f_us < F_BEST)); then F_BEST=$f_us F_N=$fn; fi
   done
   ncpu=$(nproc)
   f_sps=$(awk -v u="$F_BEST" -v c="$ncpu" 'BEGIN { printf "%.0f", c * 1e6 / u }')
   f_ratio=$(awk -v a="$f_sps" -v b="$m_ceil" 'BEGIN { printf "%.3f", a / b }')
-  echo "floor: the schema's rows per step alone (set-based, $tasks diamonds per statement): ${F_BEST} us of PostgreSQL CPU per step"
+  echo "floor: the schema's rows per step alone (set-based, best with $F_N diamonds per statement): ${F_BEST} us of PostgreSQL CPU per step"
   echo "       -> at most $f_sps steps/s on $ncpu CPUs for any engine on this schema: ratio <= $f_ratio (engine now at $m_ratio)"
   if [[ $analyze == yes || ($analyze == auto && $met != met) ]] || ((perf_secs > 0)); then
     start_taskerd
