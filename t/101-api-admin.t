@@ -15,8 +15,9 @@ staleness detector opens a DLQ entry. Then:
   3. DLQ: entries, by task, stats, investigation queue, staleness
      monitoring (against the tables / views), UpdateInvestigation with
      valid and invalid status transitions
-  4. health: the four probes; readiness is UNAVAILABLE while the database
-     is stopped, and ready again after it restarts
+  4. health: the four probes (channel saturation evaluated from the RPC
+     work queue); readiness is UNAVAILABLE while the database is stopped,
+     and ready again after it restarts
   5. config: the §7 whitelist, and no configured secret anywhere in it
   6. permissions: public health, UNAUTHENTICATED without a key,
      PERMISSION_DENIED with a key that lacks the permission
@@ -30,6 +31,7 @@ import glob
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -779,10 +781,17 @@ def health():
                                          "channel_saturation"))
         depth = env.sql("SELECT max(queue_length) FROM pgmq.metrics_all()")
         tap.ok(c["pool_utilization"][0] == "healthy" and c["queue_depth"][0] == "healthy"
-               and ("holds %s messages" % depth) in c["queue_depth"][1]
-               and c["channel_saturation"][0] == "unknown",
-               "CheckDetailedHealth: pool healthy, queue depth normal (%s messages), channel "
-               "saturation not evaluated" % depth, c)
+               and ("holds %s messages" % depth) in c["queue_depth"][1],
+               "CheckDetailedHealth: pool healthy, queue depth normal (%s messages)" % depth, c)
+        # the RPC work queue: this call runs on one of its threads, none waits
+        m = re.fullmatch(r"normal: RPC work queue: 0 of 4096 requests waiting \(0 % of the "
+                         r"high watermark\), (\d+) of (\d+) handler threads busy "
+                         r"\(saturated from 80 %\)", c["channel_saturation"][1])
+        tap.ok(c["channel_saturation"][0] == "healthy" and m is not None
+               and 1 <= int(m.group(1)) <= int(m.group(2)),
+               "CheckDetailedHealth: channel saturation healthy, with the RPC work queue's "
+               "figures (depth 0 of the default high watermark 4096, busy/threads)",
+               c["channel_saturation"])
         p = r.info.pool_utilization.tasker_pool
         tap.ok(p.max_connections == POOL_SIZE and p.total_acquires > 0
                and 0 <= p.utilization_percent <= 100

@@ -27,6 +27,14 @@ Against a private PostgreSQL cluster (t/lib/tasker_env.py):
                   recording who and why), task cancellation (with and
                   without a reason, recorded on the task's and the steps'
                   transitions), and the REST error cases.
+  command channel /health/detailed evaluates channel_saturation from the
+                  RPC work queue (healthy when idle, with its figures); a
+                  taskerd with one handler thread and watermarks 10/2 whose
+                  calls wait for a table lock held here: degraded at 80 %,
+                  unhealthy while reading is paused, CreateTask refused
+                  (REST 503 BACKPRESSURE with Retry-After, gRPC UNAVAILABLE
+                  with retry-after) naming the RPC work queue, and healthy
+                  and admitting again once the queue drains.
 
 TASKER_TEST_KEEP=1 keeps the temporary directory; TASKER_TEST_VERBOSE=1
 copies the process logs to stderr.
@@ -764,6 +772,17 @@ for path, svc, method, req, cls in ROUTES:
          HEALTH_MASK if "health" in path else VOLATILE)
     round_trips("GET %s: json_format takes it back unchanged" % shown, body, cls)
 
+# the command channel (the RPC work queue) of an idle taskerd: evaluated, healthy
+st, _, body = rest(OPORT, "GET", "/health/detailed")
+sat = body.get("checks", {}).get("channel_saturation", {}) if st == 200 else {}
+m = re.fullmatch(r"normal: RPC work queue: 0 of 4096 requests waiting \(0 % of the high "
+                 r"watermark\), (\d+) of (\d+) handler threads busy \(saturated from 80 %\)",
+                 sat.get("message", ""))
+tap.ok(st == 200 and sat.get("status") == "healthy" and m is not None and
+       int(m.group(1)) <= int(m.group(2)) and int(m.group(2)) >= 1,
+       "GET /health/detailed: channel_saturation healthy with the RPC work queue's figures",
+       (st, sat))
+
 # step resolution: a task whose first step always fails
 st, _, failing = rest(OPORT, "POST", "/v1/tasks",
                       body={"name": "always_fails", "namespace": "engine_tests",
@@ -880,12 +899,131 @@ st, _, body = rest(OPORT, "GET", "/v1/dlq?resolution_status=bogus")
 tap.ok(st == 400 and is_error(body, "BAD_REQUEST"), "an unknown enum name: 400", (st, body))
 
 och.close()
+
+# ------------------------------------------------------------------ a saturated command channel
+# One handler thread, high watermark 10, low 2. A psql session holds an
+# ACCESS EXCLUSIVE lock on tasker.tasks_dlq: DlqService.ListEntries then
+# waits for the database on the only handler thread, and the calls after it
+# wait in the work queue, as deep as the test sends them. The REST side has
+# threads of its own, so it can look on and be refused meanwhile.
+d2 = env.taskerd("--orchestration.web_bind_address=127.0.0.1:0", "--server.workers=1",
+                 "--limits.queue_high_watermark=10", "--limits.queue_low_watermark=2",
+                 name="taskerd-sat", template_path=TEMPLATE_PATH)
+m = d2.wait_line(r"REST listening on 127\.0\.0\.1:(\d+)", 15)
+SPORT = int(m.group(1)) if m else None
+sch = grpc.insecure_channel("127.0.0.1:%d" % d2.port)
+DLQ_LIST = sch.unary_unary("/tasker.v1.DlqService/ListEntries",
+                           request_serializer=pb["dlq"].ListDlqEntriesRequest.SerializeToString,
+                           response_deserializer=pb["dlq"].ListDlqEntriesResponse.FromString)
+CREATE = sch.unary_unary("/tasker.v1.TaskService/CreateTask",
+                         request_serializer=T.CreateTaskRequest.SerializeToString,
+                         response_deserializer=T.CreateTaskResponse.FromString)
+NEW_TASK = {"name": "noop_diamond", "namespace": "engine_tests", "version": "1.0.0"}
+
+
+def channel_now():
+    """(overall status, channel_saturation check) of d2's REST /health/detailed."""
+    st, _, body = rest(SPORT, "GET", "/health/detailed")
+    if st != 200:
+        return None, {"status": None, "message": "HTTP %d: %s" % (st, body)}
+    return body["status"], body["checks"]["channel_saturation"]
+
+
+def wait_channel(pattern, timeout=15):
+    """Polls until the channel_saturation message matches pattern; returns the
+    last (overall status, check)."""
+    end = time.time() + timeout
+    while True:
+        o, c = channel_now()
+        if re.search(pattern, c.get("message", "")) or time.time() >= end:
+            return o, c
+        time.sleep(0.1)
+
+
+# the connection first, so that the calls below go out in the order made
+rpc(sch, "tasker.v1.HealthService", "CheckHealth", pb["health"].HealthRequest(),
+    pb["health"].HealthResponse)
+holder = subprocess.Popen([os.path.join(env.cluster.bindir, "psql"), "-X", "-q", "-A", "-t",
+                           "-v", "ON_ERROR_STOP=1", "-h", env.cluster.dir, "-d", "tasker"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+holder.stdin.write("BEGIN;\nLOCK TABLE tasker.tasks_dlq IN ACCESS EXCLUSIVE MODE;\n"
+                   "SELECT 'locked';\n")
+holder.stdin.flush()
+locked = holder.stdout.readline().strip()
+tap.ok(SPORT is not None and locked == "locked",
+       "taskerd with 1 handler thread and watermarks 10/2; tasker.tasks_dlq locked",
+       (SPORT, locked))
+pending = [DLQ_LIST.future(pb["dlq"].ListDlqEntriesRequest(limit=5), timeout=60)]
+o, c = wait_channel(r": 0 of 10 requests waiting .*, 1 of 1 handler threads busy")
+tap.ok(o is not None and c["status"] == "healthy",
+       "one call waits for the lock on the only handler thread: the channel is still healthy",
+       (o, c))
+create_queued = CREATE.future(T.CreateTaskRequest(**NEW_TASK), timeout=60)
+wait_channel(r": 1 of 10 requests waiting")
+pending += [DLQ_LIST.future(pb["dlq"].ListDlqEntriesRequest(limit=5), timeout=60)
+            for _ in range(7)]
+o, c = wait_channel(r": 8 of 10 requests waiting")
+tap.ok(o == "degraded" and c["status"] == "degraded" and
+       c["message"] == "saturated: RPC work queue: 8 of 10 requests waiting (80 % of the high "
+       "watermark), 1 of 1 handler threads busy (saturated from 80 %)",
+       "8 requests waiting of a high watermark of 10: channel_saturation degraded, overall "
+       "degraded", (o, c))
+st, hd, body = rest(SPORT, "POST", "/v1/tasks", body=NEW_TASK)
+tap.ok(st == 503 and is_error(body, "BACKPRESSURE") and hd.get("retry-after") == "5" and
+       body["error"]["message"].startswith("backpressure: RPC work queue saturated: 8 of 10 "
+                                           "requests waiting"),
+       "POST /v1/tasks while the RPC work queue is saturated: 503 BACKPRESSURE, Retry-After, "
+       "the cause and its figures", (st, hd.get("retry-after"), body))
+pending += [DLQ_LIST.future(pb["dlq"].ListDlqEntriesRequest(limit=5), timeout=60)
+            for _ in range(2)]
+o, c = wait_channel(r": 10 of 10 requests waiting")
+tap.ok(o == "degraded" and c["status"] == "unhealthy" and
+       c["message"].startswith("overloaded: RPC work queue: 10 of 10 requests waiting (100 % ") and
+       "reading paused" in c["message"],
+       "at the high watermark reading pauses: channel_saturation unhealthy", (o, c))
+st, hd, body = rest(SPORT, "POST", "/v1/tasks", body=NEW_TASK)
+tap.ok(st == 503 and is_error(body, "BACKPRESSURE") and hd.get("retry-after") == "5" and
+       "RPC work queue overloaded" in body["error"]["message"] and
+       "reading paused" in body["error"]["message"],
+       "POST /v1/tasks while reading is paused: 503 BACKPRESSURE", (st, body))
+holder.stdin.write("ROLLBACK;\n")
+holder.stdin.close()
+holder.wait(timeout=20)
+# The queued CreateTask runs next, with 9 requests still behind it and
+# reading still paused (9 is not below the low watermark 2).
+try:
+    create_queued.result()
+    refused = None
+except grpc.RpcError as e:
+    refused = e
+trailers = dict(refused.trailing_metadata() or ()) if refused is not None else {}
+tap.ok(refused is not None and refused.code() == grpc.StatusCode.UNAVAILABLE and
+       refused.details().startswith("backpressure: RPC work queue overloaded: 9 of 10 requests "
+                                    "waiting") and trailers.get("retry-after") == "5",
+       "gRPC CreateTask queued behind the backlog: UNAVAILABLE naming the RPC work queue, "
+       "retry-after 5", (refused and refused.code(), refused and refused.details(), trailers))
+answered = []
+for f in pending:
+    try:
+        f.result()
+        answered.append("OK")
+    except grpc.RpcError as e:
+        answered.append(e.code().name)
+tap.ok(answered == ["OK"] * 10, "the ten waiting calls are answered once the lock is gone",
+       answered)
+o, c = wait_channel(r"^normal: RPC work queue: 0 of 10 requests waiting")
+tap.ok(o == "healthy" and c["status"] == "healthy", "drained: healthy again", (o, c))
+st, _, body = rest(SPORT, "POST", "/v1/tasks", body=dict(NEW_TASK, context={"after": "drain"}))
+tap.ok(st == 201 and UUID_RE.match(body.get("task_uuid", "")),
+       "and CreateTask is admitted again", (st, body))
+sch.close()
 ch.close()
 
 # ------------------------------------------------------------------ clean exits
 
 SANITIZER = re.compile(r"AddressSanitizer|LeakSanitizer|runtime error:|ThreadSanitizer")
-for p in (d, w1):
+for p in (d, d2, w1):
     rc = p.stop(timeout=40)
     tap.ok(rc == 0 and not SANITIZER.search(p.log()),
            "%s: SIGTERM, exit 0, no sanitizer report" % p.name, "exit %s\n%s" % (rc, p.log(30)))

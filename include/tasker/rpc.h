@@ -409,6 +409,34 @@ TRPC_API int trpc_server_start(trpc_server *srv, const char **why);
 TRPC_API int trpc_server_port(const trpc_server *srv, int tls, size_t i);
 
 /*
+ * The worker pool and its work queue: complete requests wait there for a
+ * worker thread. When the depth reaches limits.queue_high_watermark the
+ * server stops reading from its connections and refuses new streams
+ * (RESOURCE_EXHAUSTED); it resumes once the depth is below
+ * limits.queue_low_watermark. The same figures as the metrics
+ * tasker_pool_queue_depth, tasker_pool_threads, tasker_pool_busy_threads
+ * and tasker_backpressure_active.
+ */
+struct trpc_pool_status {
+	size_t queue_depth;    /* requests waiting for a worker thread */
+	size_t high_watermark; /* limits.queue_high_watermark */
+	size_t low_watermark;  /* limits.queue_low_watermark */
+	int threads;           /* worker threads (0 once the server has stopped) */
+	int busy_threads;      /* threads running a handler (or about to) */
+	int reading_paused;    /* 1 from the high watermark until the depth is below the low one */
+};
+
+/*
+ * Fills *st with one consistent reading of the pool (taken under its lock;
+ * no call waits for it). Any thread, any time between trpc_server_new and
+ * trpc_server_free. Returns 0; TRPC_ERR_INVALID for a NULL argument;
+ * TRPC_ERR_STATE when the pool does not run yet (before
+ * trpc_server_start): *st then holds the configured watermarks and
+ * thread count, and zeros.
+ */
+TRPC_API int trpc_server_pool_status(const trpc_server *srv, struct trpc_pool_status *st);
+
+/*
  * Graceful shutdown: GOAWAY to every connection, stop accepting, give
  * in-flight calls up to shutdown_grace_ms, then cancel the rest and stop
  * the threads. Safe to call from any thread except the server's own.

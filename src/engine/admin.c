@@ -1085,10 +1085,7 @@ void adm_health_check(struct eng *e, const struct adm_health_limits *lim, int de
 	if (!detailed)
 		return;
 	check_pool(out);
-	/* API calls run on the RPC worker pool, not through a command channel;
-	 * the runtime does not publish its work-queue depth, so there is
-	 * nothing to measure. */
-	set_check(&out->channel_saturation, ADM_UNKNOWN, -1,
-	          "not evaluated: taskerd has no command channel and the RPC work queue depth "
-	          "is not published");
+	/* API calls wait in the RPC work queue for a handler thread: that
+	 * queue is taskerd's command channel. */
+	adm_channel_check(lim->channel, &out->channel_saturation);
 }

@@ -304,10 +304,51 @@ struct adm_check {
 	uint64_t duration_ms;
 };
 
+/*
+ * The command channel of taskerd: the RPC runtime's work queue in front of
+ * its fixed pool of handler threads (tasker-api.md §6 channel_saturation;
+ * the same figures make CreateTask back off). The engine does not know the
+ * RPC server: the service layer reads the figures and passes them in.
+ * Saturation is depth / high watermark:
+ *   overloaded  reading paused (the depth reached the high watermark and
+ *               is not yet below the low one): unhealthy
+ *   saturated   ADM_CHANNEL_SATURATED_PERCENT or more: degraded
+ *   normal      below that: healthy
+ *   unknown     no figures (the server does not run yet): not evaluated
+ */
+struct adm_channel {
+	int known;               /* 0: no figures; the rest is ignored */
+	uint64_t depth;          /* requests waiting for a handler thread */
+	uint64_t high_watermark; /* the depth at which reading stops */
+	int threads, busy;       /* handler threads, those running a handler */
+	int paused;              /* reading paused */
+};
+
+#define ADM_CHANNEL_SATURATED_PERCENT 80
+
+enum adm_channel_level {
+	ADM_CHANNEL_UNKNOWN = 0,
+	ADM_CHANNEL_NORMAL = 1,
+	ADM_CHANNEL_SATURATED = 2,
+	ADM_CHANNEL_OVERLOADED = 3
+};
+
+/* The level of ch (NULL: unknown). Pure; any thread. */
+int adm_channel_level(const struct adm_channel *ch);
+/* "normal", "saturated", "overloaded" or "unknown". */
+const char *adm_channel_level_name(int level);
+/* The figures as one line for a health message or a refusal: "4 of 5
+ * requests waiting (80 % of the high watermark), 1 of 1 handler threads
+ * busy, reading paused" (the last part only when it is). */
+void adm_channel_describe(const struct adm_channel *ch, char *buf, size_t size);
+/* The channel_saturation check of ch (NULL: unknown); duration 0. */
+void adm_channel_check(const struct adm_channel *ch, struct adm_check *out);
+
 struct adm_health_limits {
-	int db_timeout_ms;   /* SELECT 1 and the queue query; <= 0: 1000 */
-	long critical_depth; /* an orchestration queue this deep degrades the
+	int db_timeout_ms;                 /* SELECT 1 and the queue query; <= 0: 1000 */
+	long critical_depth;               /* an orchestration queue this deep degrades the
 	                        command processor (the critical backpressure tier) */
+	const struct adm_channel *channel; /* NULL: channel_saturation not evaluated */
 };
 
 struct adm_health {
@@ -329,7 +370,7 @@ struct adm_health {
 };
 
 /* Runs the readiness checks, and with `detailed` pool utilisation and
- * channel saturation too. Never fails: a check that cannot be run reports
+ * channel saturation (from lim->channel) too. Never fails: a check that cannot be run reports
  * why in its message. */
 void adm_health_check(struct eng *e, const struct adm_health_limits *lim, int detailed,
                       struct adm_health *out);

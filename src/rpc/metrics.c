@@ -26,7 +26,6 @@
 #include "escape.h"
 #include "loop.h"
 #include "metrics.h"
-#include "pool.h"
 #include "server.h"
 
 /* Bucket upper bounds: in ns for counting, as text for the `le` label. */
@@ -570,22 +569,24 @@ static void counter(trpc_metrics_buf *b, const char *name, const char *help, uin
 
 static void write_runtime(trpc_metrics_buf *b, trpc_server *srv, const uint64_t c[MC_COUNT])
 {
-	struct pool *pool = srv->pool;
+	struct trpc_pool_status ps;
 	uint64_t opened = c[MC_STREAMS_OPENED], closed = c[MC_STREAMS_CLOSED];
 
+	/* Before start it reports zeros, which is what there is. */
+	(void)trpc_server_pool_status(srv, &ps);
 	gauge(b, "tasker_connections_open", "Open HTTP/2 connections.",
 	      (double)atomic_load(&srv->nconns));
 	gauge(b, "tasker_streams_active", "Open HTTP/2 streams (calls in progress).",
 	      (double)(opened > closed ? opened - closed : 0));
 	gauge(b, "tasker_pool_queue_depth", "Handler tasks waiting for a worker thread.",
-	      pool != NULL ? (double)pool_depth_hint(pool) : 0);
+	      (double)ps.queue_depth);
 	gauge(b, "tasker_pool_threads", "Worker threads of the handler pool.",
 	      (double)srv->cfg.workers);
 	gauge(b, "tasker_pool_busy_threads", "Worker threads running a handler task.",
-	      pool != NULL ? (double)pool_busy(pool) : 0);
+	      (double)ps.busy_threads);
 	gauge(b, "tasker_backpressure_active",
 	      "1 while the work queue is above its high watermark and reading is paused.",
-	      pool != NULL && pool_overloaded(pool) ? 1 : 0);
+	      ps.reading_paused ? 1 : 0);
 
 	trpc_metrics_family(b, "tasker_keepalive_goaways_total", "counter",
 	                    "Connections sent away (GOAWAY or close) by the server, by reason.");

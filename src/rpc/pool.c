@@ -130,14 +130,6 @@ void pool_push(struct pool *p, struct pool_task *t)
 	pool_push_batch(p, t, t, 1);
 }
 
-size_t pool_depth(struct pool *p)
-{
-	pthread_mutex_lock(&p->mu);
-	size_t d = p->depth;
-	pthread_mutex_unlock(&p->mu);
-	return d;
-}
-
 size_t pool_depth_hint(struct pool *p)
 {
 	return atomic_load_explicit(&p->depth_hint, memory_order_relaxed);
@@ -148,12 +140,16 @@ size_t pool_high_watermark(struct pool *p)
 	return p->high;
 }
 
-int pool_busy(struct pool *p)
+void pool_stats(struct pool *p, struct pool_stats *st)
 {
 	pthread_mutex_lock(&p->mu);
-	int busy = p->nthreads - p->idle;
+	st->depth = p->depth;
+	st->high = p->high;
+	st->low = p->low;
+	st->threads = p->nthreads;
+	st->busy = p->nthreads - p->idle;
+	st->overloaded = atomic_load(&p->overloaded);
 	pthread_mutex_unlock(&p->mu);
-	return busy;
 }
 
 int pool_overloaded(struct pool *p)
@@ -169,7 +165,7 @@ void pool_stop(struct pool *p)
 	pthread_mutex_unlock(&p->mu);
 	for (int i = 0; i < p->nthreads; i++)
 		pthread_join(p->threads[i], NULL);
-	pthread_mutex_lock(&p->mu); /* pool_busy reads it from a metrics scrape */
+	pthread_mutex_lock(&p->mu); /* pool_stats reads it from any thread */
 	p->nthreads = 0;
 	pthread_mutex_unlock(&p->mu);
 }

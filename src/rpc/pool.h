@@ -28,14 +28,22 @@ struct pool *pool_new(int nthreads, size_t high, size_t low,
 void pool_push_batch(struct pool *p, struct pool_task *head, struct pool_task *tail, size_t n);
 void pool_push(struct pool *p, struct pool_task *t);
 
-/* Current queue depth and whether the high watermark is in force. */
-size_t pool_depth(struct pool *p);
+/* Whether the high watermark is in force (reached, and the depth not yet
+ * below the low watermark since). */
 int pool_overloaded(struct pool *p);
 /* The depth without taking the lock (may be slightly stale). */
 size_t pool_depth_hint(struct pool *p);
 size_t pool_high_watermark(struct pool *p);
-/* Threads not waiting for work (running a task or about to), for metrics. */
-int pool_busy(struct pool *p);
+
+/* One consistent reading of the pool, taken under its lock. */
+struct pool_stats {
+	size_t depth;     /* tasks waiting for a thread */
+	size_t high, low; /* the watermarks */
+	int threads;      /* 0 once pool_stop has run */
+	int busy;         /* threads not waiting for work (running a task or about to) */
+	int overloaded;   /* as pool_overloaded */
+};
+void pool_stats(struct pool *p, struct pool_stats *st);
 
 /* 1 on one of this process's pool threads. */
 int pool_on_worker(void);

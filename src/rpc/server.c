@@ -371,6 +371,29 @@ int trpc_server_port(const trpc_server *srv, int tls, size_t i)
 	return TRPC_ERR_INVALID;
 }
 
+int trpc_server_pool_status(const trpc_server *srv, struct trpc_pool_status *st)
+{
+	struct pool_stats ps;
+
+	if (srv == NULL || st == NULL)
+		return TRPC_ERR_INVALID;
+	memset(st, 0, sizeof *st);
+	if (!atomic_load_explicit(&srv->pool_up, memory_order_acquire)) {
+		st->high_watermark = (size_t)srv->cfg.queue_high_watermark;
+		st->low_watermark = (size_t)srv->cfg.queue_low_watermark;
+		st->threads = srv->cfg.workers;
+		return TRPC_ERR_STATE;
+	}
+	pool_stats(srv->pool, &ps);
+	st->queue_depth = ps.depth;
+	st->high_watermark = ps.high;
+	st->low_watermark = ps.low;
+	st->threads = ps.threads;
+	st->busy_threads = ps.busy;
+	st->reading_paused = ps.overloaded;
+	return 0;
+}
+
 /* ------------------------------------------------------------------ start */
 
 static void raise_nofile(void)
@@ -415,6 +438,7 @@ int trpc_server_start(trpc_server *srv, const char **why)
 	                     (size_t)cfg->queue_low_watermark, keepalive_pressure, srv->ka, why);
 	if (srv->pool == NULL)
 		goto out;
+	atomic_store_explicit(&srv->pool_up, 1, memory_order_release);
 	if ((rv = add_listeners(srv, cfg->listen, 0, why)) != 0)
 		goto out;
 	if ((rv = add_listeners(srv, cfg->tls_listen, 1, why)) != 0)

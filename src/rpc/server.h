@@ -64,6 +64,9 @@ struct trpc_server {
 	struct loop **loops;
 	int nloops;
 	struct pool *pool;
+	/* Set (release) once `pool` exists, for threads other than the one
+	 * that started the server (trpc_server_pool_status). */
+	atomic_int pool_up;
 	struct keepalive *ka;
 
 	struct listener_set *listeners;

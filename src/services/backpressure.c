@@ -140,12 +140,39 @@ static long or_default(long v, long dflt)
 	return v > 0 ? v : dflt;
 }
 
+int svc_bp_refusal(const struct svc_bp_status *st)
+{
+	if (st->tier >= SVC_BP_CRITICAL)
+		return SVC_BP_REFUSE_QUEUE;
+	if (st->channel_level >= ADM_CHANNEL_SATURATED)
+		return SVC_BP_REFUSE_CHANNEL;
+	return SVC_BP_ADMIT;
+}
+
+/* The RPC work queue of env->srv; unknown before the server runs. */
+static void read_channel(const struct svc_env *env, struct adm_channel *ch)
+{
+	struct trpc_pool_status ps;
+
+	memset(ch, 0, sizeof *ch);
+	if (env->srv == NULL || trpc_server_pool_status(env->srv, &ps) != 0)
+		return;
+	ch->known = 1;
+	ch->depth = ps.queue_depth;
+	ch->high_watermark = ps.high_watermark;
+	ch->threads = ps.threads;
+	ch->busy = ps.busy_threads;
+	ch->paused = ps.reading_paused;
+}
+
 void svc_backpressure_status(struct svc_env *env, struct svc_bp_status *out)
 {
 	struct svc_backpressure *bp = env->backpressure;
 
 	memset(out, 0, sizeof *out);
 	out->depth = -1;
+	read_channel(env, &out->channel);
+	out->channel_level = adm_channel_level(&out->channel);
 	if (bp == NULL) {
 		out->warning = or_default(env->backpressure_warning_depth, SVC_BP_DEFAULT_WARNING);
 		out->critical =

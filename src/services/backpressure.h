@@ -20,12 +20,20 @@
  *   overflow  depth >= overflow: refused
  *   unknown   not read yet, or the read failed: admitted (a database in
  *             trouble fails the request on its own)
+ *
+ * Besides the tiers, the command channel (tasker-api.md §6): taskerd's is
+ * the RPC runtime's work queue (trpc_server_pool_status). From
+ * ADM_CHANNEL_SATURATED_PERCENT of its high watermark on, or while the
+ * server has stopped reading, CreateTask is refused as at the critical
+ * tier: new tasks would only add to a backlog of requests already waiting
+ * for a handler thread.
  */
 #ifndef TK_SVC_BACKPRESSURE_H
 #define TK_SVC_BACKPRESSURE_H
 
 #include <stdint.h>
 
+#include "engine/admin.h"
 #include "store/err.h"
 
 struct svc_env;
@@ -51,7 +59,20 @@ struct svc_bp_status {
 	char queue[64];                   /* its name ("" when unknown) */
 	long warning, critical, overflow; /* the thresholds in force */
 	int retry_after_s;
+	/* The command channel (the RPC work queue of env->srv), read live at
+	 * each call, and its level (enum adm_channel_level): from saturated on
+	 * CreateTask is refused as at the critical tier. */
+	struct adm_channel channel;
+	int channel_level;
 };
+
+/* Why CreateTask would be refused under st. */
+enum svc_bp_refusal {
+	SVC_BP_ADMIT = 0,
+	SVC_BP_REFUSE_QUEUE = 1,  /* the deepest queue is at the critical tier or beyond */
+	SVC_BP_REFUSE_CHANNEL = 2 /* the RPC work queue is saturated or reading is paused */
+};
+int svc_bp_refusal(const struct svc_bp_status *st);
 
 /* The thresholds of the tiers and the retry hint of a refusal. */
 struct svc_bp_limits {
@@ -83,7 +104,8 @@ void svc_backpressure_set_limits(struct svc_backpressure *bp, const struct svc_b
 
 /* The current status (refreshing the cache first when it is stale and no
  * other thread is doing so). Any thread. With env->backpressure NULL or no
- * engine the tier is SVC_BP_UNKNOWN. */
+ * engine the tier is SVC_BP_UNKNOWN; with env->srv NULL or not started the
+ * channel level is ADM_CHANNEL_UNKNOWN (admitted). */
 void svc_backpressure_status(struct svc_env *env, struct svc_bp_status *out);
 
 /* "normal", "warning", "critical", "overflow" or "unknown". */

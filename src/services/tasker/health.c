@@ -15,6 +15,12 @@
  * queue_depth is the backpressure tier CreateTask acts on
  * (services/backpressure.h): normal healthy, warning degraded, critical and
  * overflow unhealthy, unknown when not read yet.
+ * channel_saturation is taskerd's command channel, the RPC runtime's work
+ * queue (trpc_server_pool_status of env->srv, read by
+ * svc_backpressure_status): reading paused unhealthy, 80 % of the high
+ * watermark or more degraded (CreateTask is refused then too), else
+ * healthy; unknown only when the server does not run yet (taskerd starts
+ * its REST side after the RPC server, so neither side should see that).
  * The checks themselves are adm_health_check() (engine/admin.c). taskerd
  * has one database pool, used by the API and the engine alike: the
  * web_database and orchestration_database checks are the same SELECT 1,
@@ -138,7 +144,8 @@ static void readiness_msgs(struct apb *b, const struct adm_health *h,
 }
 
 /* The readiness checks (and with `detailed` the engine's other two), with
- * the critical tier of the backpressure status in force. */
+ * the critical tier of the backpressure status in force and the RPC work
+ * queue figures read with it. */
 static void run_checks(struct svc_env *env, int detailed, struct adm_health *h,
                        struct svc_bp_status *bp)
 {
@@ -146,6 +153,7 @@ static void run_checks(struct svc_env *env, int detailed, struct adm_health *h,
 	struct adm_health_limits lim = {
 	    .db_timeout_ms = DB_CHECK_TIMEOUT_MS,
 	    .critical_depth = bp->critical > 0 ? bp->critical : SVC_BP_DEFAULT_CRITICAL,
+	    .channel = &bp->channel,
 	};
 	adm_health_check(env->eng, &lim, detailed, h);
 }

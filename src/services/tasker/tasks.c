@@ -9,7 +9,8 @@
  *     created via gRPC"; REST §2.1: "system", "tasker-core", "Task
  *     requested"). An unknown template is INVALID_ARGUMENT (§1.12). It is
  *     refused with UNAVAILABLE and a retry-after when the deepest queue is
- *     at the critical tier (services/backpressure.h), and reports the
+ *     at the critical tier or the RPC work queue (taskerd's command
+ *     channel) is saturated (services/backpressure.h), and reports the
  *     warning tier in `backpressure`.
  *   - ListTasks honours every filter and the sort; limit is 1..1000
  *     (default 50): a limit outside that range is INVALID_ARGUMENT rather
@@ -56,22 +57,33 @@ struct create_defaults {
 static const struct create_defaults grpc_defaults = {"grpc", NULL, "Task created via gRPC"};
 static const struct create_defaults rest_defaults = {"system", "tasker-core", "Task requested"};
 
-/* Refuses the task when the queues are too deep; fills `bp` for the
- * answer when they are at the warning tier. */
+/* Refuses the task when the queues are too deep or the command channel
+ * is saturated; fills `bp` for the answer when the queues are at the
+ * warning tier. */
 static int check_backpressure(struct svc_env *env, struct apb *b, struct svc_result *res,
                               Tasker__V1__BackpressureStatus **bp)
 {
 	struct svc_bp_status st;
+	char figures[192];
 	svc_backpressure_status(env, &st);
 	*bp = NULL;
-	if (st.tier >= SVC_BP_CRITICAL) {
+	int refusal = svc_bp_refusal(&st);
+	if (refusal != SVC_BP_ADMIT) {
 		res->retry_after_s = st.retry_after_s;
 		res->rest_code = "BACKPRESSURE";
+	}
+	if (refusal == SVC_BP_REFUSE_QUEUE)
 		return svc_fail(res, TRPC_STATUS_UNAVAILABLE,
 		                "backpressure: queue %s holds %lld messages (%s tier, limit %ld); "
 		                "retry in %d s",
 		                st.queue, (long long)st.depth, svc_bp_tier_name(st.tier),
 		                st.critical, st.retry_after_s);
+	if (refusal == SVC_BP_REFUSE_CHANNEL) {
+		adm_channel_describe(&st.channel, figures, sizeof figures);
+		return svc_fail(res, TRPC_STATUS_UNAVAILABLE,
+		                "backpressure: RPC work queue %s: %s; retry in %d s",
+		                adm_channel_level_name(st.channel_level), figures,
+		                st.retry_after_s);
 	}
 	if (st.tier != SVC_BP_WARNING)
 		return 0;
