@@ -389,46 +389,6 @@ if ((rounds > 1)); then
   echo "per round: engine steps/s ${R_SPS[*]}; ceiling ${R_CEIL[*]}; ratio ${R_RATIO[*]}"
 fi
 
-# ------------------------------------------------------------------ floor
-# The rows the schema makes every step write, alone: floor-run.sql writes
-# them set-based for all the diamonds of a run at once (floor.sql makes the
-# keys first, unmeasured). Its PostgreSQL CPU per step bounds any engine on
-# this schema: at best NCPU / that many steps/s. taskerd and the worker are
-# stopped meanwhile (the floor takes every message of its queues).
-if ((floor)); then
-  stop_worker
-  stop_taskerd
-  F_BEST=0 F_N=0
-  for fn in $floor_sizes $floor_sizes; do
-    [[ $fn =~ ^[1-9][0-9]*$ ]] || die "--floor-sizes: not a number: $fn"
-    timeout 120 psql "$CONNINFO" -X -q -v ON_ERROR_STOP=1 -v N="$fn" -f "$ENGINE_DIR/floor.sql" \
-      >"$TMP/floor.out" 2>&1 || die "floor.sql failed: $(tail -n 5 "$TMP/floor.out")"
-    psql_q "CHECKPOINT" >/dev/null
-    t0=$(date +%s.%N)
-    timeout "$timeout" psql "$CONNINFO" -X -q -A -t -v ON_ERROR_STOP=1 -f "$ENGINE_DIR/floor-run.sql" \
-      >"$TMP/floor.out" 2>&1 || die "floor-run.sql failed: $(tail -n 5 "$TMP/floor.out")"
-    t1=$(date +%s.%N)
-    p1=$(kv floor_cpu_ticks "$(cat "$TMP/floor.out")")
-    [[ $p1 =~ ^[0-9]+$ ]] || die "floor: no CPU reading: $(tail -n 5 "$TMP/floor.out")"
-    done_f=$(psql_q "SELECT count(*) FROM bench.floor_k k JOIN tasker.tasks t ON t.task_uuid = k.t
-                     JOIN tasker.task_transitions tt ON tt.task_uuid = k.t AND tt.most_recent
-                     WHERE t.complete AND tt.to_state = 'complete'")
-    [[ $done_f == "$fn" ]] || die "floor: $done_f of $fn diamonds complete"
-    f_us=$(awk -v t="$p1" -v hz="$CLK_TCK" -v n=$((4 * fn)) 'BEGIN { printf "%.0f", 1e6 * t / hz / n }')
-    log "  floor, $fn diamonds: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')s, PostgreSQL CPU ${f_us} us per step"
-    if ((F_BEST == 0 || f_us < F_BEST)); then F_BEST=$f_us F_N=$fn; fi
-  done
-  ncpu=$(nproc)
-  f_sps=$(awk -v u="$F_BEST" -v c="$ncpu" 'BEGIN { printf "%.0f", c * 1e6 / u }')
-  f_ratio=$(awk -v a="$f_sps" -v b="$m_ceil" 'BEGIN { printf "%.3f", a / b }')
-  echo "floor: the schema's rows per step alone (set-based, best with $F_N diamonds per statement): ${F_BEST} us of PostgreSQL CPU per step"
-  echo "       -> at most $f_sps steps/s on $ncpu CPUs for any engine on this schema: ratio <= $f_ratio (engine now at $m_ratio)"
-  if [[ $analyze == yes || ($analyze == auto && $met != met) ]] || ((perf_secs > 0)); then
-    start_taskerd
-    start_worker
-  fi
-fi
-
 # ------------------------------------------------------------------ perf (optional)
 if ((perf_secs > 0)); then
   echo
@@ -505,6 +465,70 @@ if [[ $analyze == yes || ($analyze == auto && $met != met) ]]; then
                         schemaname || '.' || relname)
                  FROM pg_stat_user_tables WHERE schemaname <> 'bench' AND seq_scan + COALESCE(idx_scan, 0) > 0
                  ORDER BY seq_tup_read DESC, idx_scan DESC LIMIT 12) x"
+fi
+
+# ------------------------------------------------------------------ floor
+# The rows the schema makes every step write, alone (README, "The floor"),
+# last, as it changes the schema: floor-run.sql writes them set-based for
+# all the diamonds of a run at once (floor.sql makes the keys first,
+# unmeasured); taskerd and the worker are stopped (the floor takes every
+# message of its queues). Its PostgreSQL CPU per step bounds any engine on
+# the schema: at best NCPU / that many steps/s.
+# One floor measurement over the --floor-sizes, each twice: sets F_BEST
+# (us of PostgreSQL CPU per step, the cheapest) and F_N (its size).
+floor_once() {
+  local fn t0 t1 p1 done_f f_us
+  F_BEST=0 F_N=0
+  for fn in $floor_sizes $floor_sizes; do
+    [[ $fn =~ ^[1-9][0-9]*$ ]] || die "--floor-sizes: not a number: $fn"
+    timeout 120 psql "$CONNINFO" -X -q -v ON_ERROR_STOP=1 -v N="$fn" -f "$ENGINE_DIR/floor.sql" \
+      >"$TMP/floor.out" 2>&1 || die "floor.sql failed: $(tail -n 5 "$TMP/floor.out")"
+    psql_q "CHECKPOINT" >/dev/null
+    t0=$(date +%s.%N)
+    timeout "$timeout" psql "$CONNINFO" -X -q -A -t -v ON_ERROR_STOP=1 -f "$ENGINE_DIR/floor-run.sql" \
+      >"$TMP/floor.out" 2>&1 || die "floor-run.sql failed: $(tail -n 5 "$TMP/floor.out")"
+    t1=$(date +%s.%N)
+    p1=$(kv floor_cpu_ticks "$(cat "$TMP/floor.out")")
+    [[ $p1 =~ ^[0-9]+$ ]] || die "floor: no CPU reading: $(tail -n 5 "$TMP/floor.out")"
+    done_f=$(psql_q "SELECT count(*) FROM bench.floor_k k JOIN tasker.tasks t ON t.task_uuid = k.t
+                     JOIN tasker.task_transitions tt ON tt.task_uuid = k.t AND tt.most_recent
+                     WHERE t.complete AND tt.to_state = 'complete'")
+    [[ $done_f == "$fn" ]] || die "floor: $done_f of $fn diamonds complete"
+    f_us=$(awk -v t="$p1" -v hz="$CLK_TCK" -v n=$((4 * fn)) 'BEGIN { printf "%.0f", 1e6 * t / hz / n }')
+    log "  floor, $fn diamonds: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')s, PostgreSQL CPU ${f_us} us per step"
+    if ((F_BEST == 0 || f_us < F_BEST)); then F_BEST=$f_us F_N=$fn; fi
+    # Its rows go again, so that every floor run finds tables of the same size.
+    timeout 300 psql "$CONNINFO" -X -q -A -t -v ON_ERROR_STOP=1 -f "$ENGINE_DIR/floor-clean.sql" \
+      >"$TMP/floor.out" 2>&1 || die "floor-clean.sql failed: $(tail -n 5 "$TMP/floor.out")"
+    [[ $(kv left "$(cat "$TMP/floor.out")") == 0 ]] || die "floor-clean.sql left rows: $(cat "$TMP/floor.out")"
+  done
+}
+
+if ((floor)); then
+  [[ -z $WORKER_PID ]] || stop_worker
+  [[ -z $TASKERD_PID ]] || stop_taskerd
+  echo
+  echo "== the floor: the schema's rows per step alone, set-based, no engine (sizes: $floor_sizes, each twice)"
+  floor_once
+  FB=("$F_BEST") FN=("$F_N")
+  # The same on the brief's schema alone: without the indexes and the
+  # triggers the engine added (floor-contract.sql; the scratch database only).
+  timeout 120 psql "$CONNINFO" -X -q -A -t -v ON_ERROR_STOP=1 -f "$ENGINE_DIR/floor-contract.sql" \
+    >"$TMP/floor.out" 2>&1 || die "floor-contract.sql failed: $(tail -n 5 "$TMP/floor.out")"
+  log "  the brief's schema only ($(kv indexes_left "$(cat "$TMP/floor.out")") indexes left in schema tasker):"
+  floor_once
+  FB+=("$F_BEST") FN+=("$F_N")
+  ncpu=$(nproc)
+  for i in 0 1; do
+    f_sps=$(awk -v u="${FB[i]}" -v c="$ncpu" 'BEGIN { printf "%.0f", c * 1e6 / u }')
+    f_ratio=$(awk -v a="$f_sps" -v b="$m_ceil" 'BEGIN { printf "%.3f", a / b }')
+    if ((i == 0)); then
+      echo "floor, the schema as the engine has it (best with ${FN[i]} diamonds per statement): ${FB[i]} us of PostgreSQL CPU per step"
+    else
+      echo "floor, the brief's indexes and triggers only (best with ${FN[i]} diamonds per statement): ${FB[i]} us of PostgreSQL CPU per step"
+    fi
+    echo "       -> at most $f_sps steps/s on $ncpu CPUs for any engine: ratio <= $f_ratio (engine: $m_ratio)"
+  done
 fi
 
 ((!require_target)) || [[ $met == met ]]
