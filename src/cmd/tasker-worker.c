@@ -164,7 +164,7 @@ static int load_config(int argc, char **argv, struct wk_settings *wcfg,
 		static const char def[] = SYSCONFDIR "/tasker/tasker-worker.conf";
 		config_path = access(def, R_OK) == 0 ? def : NULL;
 	}
-	if (wk_settings_from_env(wcfg, &why) != 0 ||
+	if (wk_settings_from_env(wcfg, x.keys, &why) != 0 ||
 	    trpc_server_config_load(rcfg, config_path, nrest, rest, on_extra, &x, &why) != 0 ||
 	    wk_settings_check(wcfg, &why) != 0 || trpc_log_configure(rcfg, &why) != 0) {
 		fprintf(stderr, PROG ": %s%s%s%s\n", why, x.why != NULL ? " (" : "",
@@ -223,7 +223,7 @@ static void reload(const struct reload_src *src)
 	if ((x.keys = worker_services_keys_new()) == NULL ||
 	    (x.taken = trpc_config_keys_new()) == NULL)
 		goto fail;
-	if (wk_settings_from_env(&x.cfg, &why) != 0 ||
+	if (wk_settings_from_env(&x.cfg, x.taken, &why) != 0 ||
 	    trpc_server_config_load(&rcfg, src->config_path, src->nrest, src->rest, on_reload_extra,
 	                            &x, &why) != 0 ||
 	    wk_settings_check(&x.cfg, &why) != 0)

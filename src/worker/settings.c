@@ -178,7 +178,7 @@ int wk_settings_key(size_t i, const char **section, const char **key)
 	return 0;
 }
 
-int wk_settings_from_env(struct wk_settings *cfg, const char **why)
+int wk_settings_from_env(struct wk_settings *cfg, trpc_config_keys *taken, const char **why)
 {
 	static const struct {
 		const char *var, *section, *key;
@@ -192,9 +192,15 @@ int wk_settings_from_env(struct wk_settings *cfg, const char **why)
 
 	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
 		const char *v = getenv(vars[i].var);
-		if (v != NULL &&
-		    (rc = wk_settings_set(cfg, vars[i].section, vars[i].key, v, why)) != 0)
+		if (v == NULL)
+			continue;
+		if ((rc = wk_settings_set(cfg, vars[i].section, vars[i].key, v, why)) != 0)
 			return rc;
+		if (taken != NULL &&
+		    (rc = trpc_config_keys_set(taken, vars[i].section, vars[i].key, v)) != 0) {
+			*why = "out of memory";
+			return rc;
+		}
 	}
 	return 0;
 }

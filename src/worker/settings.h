@@ -33,6 +33,8 @@
 
 #include <stddef.h>
 
+#include "tasker/rpc.h"
+
 struct wk_settings {
 	char *database_url;
 	int db_pool_size; /* 0: concurrency + 2 */
@@ -71,8 +73,10 @@ int wk_settings_key(size_t i, const char **section, const char **key);
 
 /* Takes DATABASE_URL, TASKER_TEMPLATE_PATH, TASKER_WORKER_NAMESPACES and
  * TASKER_WORKER_GRPC_BIND_ADDRESS as defaults (the loader runs after and
- * overrides them). Returns 0, or as wk_settings_set(). */
-int wk_settings_from_env(struct wk_settings *cfg, const char **why);
+ * overrides them), and records each one set in `taken` when not NULL (the
+ * keys in force, which a reload compares). Returns 0, or as
+ * wk_settings_set(). */
+int wk_settings_from_env(struct wk_settings *cfg, trpc_config_keys *taken, const char **why);
 
 /* Checks what must be set after loading. Returns 0 or TRPC_ERR_CONFIG with *why. */
 int wk_settings_check(const struct wk_settings *cfg, const char **why);
