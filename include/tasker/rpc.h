@@ -16,6 +16,7 @@
 #ifndef TASKER_RPC_H
 #define TASKER_RPC_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -443,8 +444,15 @@ TRPC_API int trpc_server_pool_status(const trpc_server *srv, struct trpc_pool_st
  */
 TRPC_API void trpc_server_shutdown(trpc_server *srv);
 
+/* Blocks SIGHUP, SIGINT and SIGTERM in the calling thread and fills *set
+ * (may be NULL) with them. Call it before any thread exists: threads
+ * inherit the mask, so these signals wait for whoever sigwait()s for them
+ * (trpc_server_run_until_signal) instead of killing the process. */
+TRPC_API void trpc_block_run_signals(sigset_t *set);
+
 /* Blocks until SIGINT or SIGTERM, then shuts down gracefully. Installs the
- * signal mask itself; call it from the main thread after start. SIGHUP
+ * signal mask itself (trpc_block_run_signals); call it from the main
+ * thread after start. SIGHUP
  * does not stop the server: it reopens log.file (trpc_log_reopen) and
  * then runs the reload hook, if one is set, on the calling thread. */
 TRPC_API int trpc_server_run_until_signal(trpc_server *srv);

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "cli/output.h"
 #include "cli/transport.h"
+#include "common/states.h"
 #include "tasker/v1/steps.pb-c.h"
 #include "tasker/v1/tasks.pb-c.h"
 
@@ -27,22 +28,6 @@
 #define DEF_OPERATOR  "cli-operator"
 
 #define WATCH_INTERVAL_MS 1000
-
-static const char *const task_states[] = {
-    "pending",
-    "initializing",
-    "enqueuing_steps",
-    "steps_in_process",
-    "evaluating_results",
-    "waiting_for_dependencies",
-    "waiting_for_retry",
-    "blocked_by_failures",
-    "complete",
-    "error",
-    "cancelled",
-    "resolved_manually",
-    NULL,
-};
 
 static const struct cli_col task_cols[] = {
     {"TASK UUID", "task_uuid"}, {"NAMESPACE", "namespace"},   {"NAME", "name"},
@@ -269,7 +254,7 @@ static int task_list(struct cli *c, const struct cli_args *a)
 	    (rc = cli_opt_int(a, "page", 1, 1, 1000000, &page)) != 0) {
 		return rc;
 	}
-	if (status != NULL && check_state(a, task_states, status, state, sizeof state) != 0) {
+	if (status != NULL && check_state(a, tk_task_states, status, state, sizeof state) != 0) {
 		return CLI_EXIT_USAGE;
 	}
 	msg = json_object();

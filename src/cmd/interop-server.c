@@ -19,8 +19,6 @@
  * Every other "--section.key=value" goes to trpc_server_config_load().
  */
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -899,12 +897,7 @@ int main(int argc, char **argv)
 	/* Before any thread exists: every thread inherits the mask, so a
 	 * SIGHUP or SIGTERM that comes during start-up waits for
 	 * trpc_server_run_until_signal instead of killing the process. */
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	trpc_block_run_signals(NULL);
 	n = interop_flags_parse(&flags, argc, argv, &opts);
 	if (n <= 0) {
 		if (n < 0) {

@@ -21,7 +21,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -425,11 +424,7 @@ int main(int argc, char **argv)
 	/* Before any thread exists, so that every thread inherits the mask
 	 * and only sigwaitinfo() below sees these signals. */
 	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	trpc_block_run_signals(&set);
 
 	tk_err_clear(&err);
 	trpc_server_config_init(&rcfg);

@@ -20,8 +20,6 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -375,12 +373,7 @@ int main(int argc, char **argv)
 	/* Before the engine and the server start threads: they inherit the
 	 * mask, so a SIGHUP or SIGTERM during start-up waits for
 	 * trpc_server_run_until_signal instead of killing the process. */
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	trpc_block_run_signals(NULL);
 	struct eng *eng = eng_new(&o.eng, &err);
 	if (eng == NULL) {
 		fprintf(stderr, "taskerd: %s\n", err.msg);

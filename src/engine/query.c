@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/states.h"
 #include "engine/engine_int.h"
 #include "engine/query.h"
 #include "engine/template.h"
@@ -220,23 +221,10 @@ int eng_task_get(struct eng *e, const char *task_uuid, struct eng_task **out, st
 
 /* ------------------------------------------------------------------ task list */
 
-static const char *const task_states[] = {"pending",
-                                          "initializing",
-                                          "enqueuing_steps",
-                                          "steps_in_process",
-                                          "evaluating_results",
-                                          "waiting_for_dependencies",
-                                          "waiting_for_retry",
-                                          "blocked_by_failures",
-                                          "complete",
-                                          "error",
-                                          "cancelled",
-                                          "resolved_manually"};
-
 static int known_task_state(const char *s)
 {
-	for (size_t i = 0; i < sizeof task_states / sizeof task_states[0]; i++)
-		if (strcmp(task_states[i], s) == 0)
+	for (size_t i = 0; tk_task_states[i] != NULL; i++)
+		if (strcmp(tk_task_states[i], s) == 0)
 			return 1;
 	return 0;
 }

@@ -637,14 +637,22 @@ void trpc_server_set_on_reload(trpc_server *srv, trpc_reload_fn fn, void *ud)
 	srv->on_reload_ud = ud;
 }
 
+void trpc_block_run_signals(sigset_t *set)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGINT);
+	sigaddset(&s, SIGTERM);
+	sigaddset(&s, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &s, NULL);
+	if (set != NULL)
+		*set = s;
+}
+
 int trpc_server_run_until_signal(trpc_server *srv)
 {
 	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	trpc_block_run_signals(&set);
 	int sig = 0;
 	for (;;) {
 		if (sigwait(&set, &sig) != 0)
