@@ -444,6 +444,12 @@ TRPC_API int trpc_server_pool_status(const trpc_server *srv, struct trpc_pool_st
  */
 TRPC_API void trpc_server_shutdown(trpc_server *srv);
 
+/* Splits a listen or target address, "host:port", "[v6]:port" or ":port",
+ * into host (the brackets dropped; "" for ":port") and port. 0, or -1
+ * when spec has no port. */
+TRPC_API int trpc_split_hostport(const char *spec, char *host, size_t hsize, char *port,
+                                 size_t psize);
+
 /* Blocks SIGHUP, SIGINT and SIGTERM in the calling thread and fills *set
  * (may be NULL) with them. Call it before any thread exists: threads
  * inherit the mask, so these signals wait for whoever sigwait()s for them

@@ -88,23 +88,10 @@ static void copy_cfg(struct trpc_channel_config *d, const struct trpc_channel_co
 
 /* ------------------------------------------------------------------ endpoints */
 
+/* host:port as trpc_split_hostport, with a host: a target names one. */
 static int split_target(const char *spec, char *host, size_t hsize, char *port, size_t psize)
 {
-	const char *colon;
-	if (spec[0] == '[') {
-		const char *end = strchr(spec, ']');
-		if (end == NULL || end[1] != ':')
-			return -1;
-		snprintf(host, hsize, "%.*s", (int)(end - spec - 1), spec + 1);
-		colon = end + 1;
-	} else {
-		colon = strrchr(spec, ':');
-		if (colon == NULL)
-			return -1;
-		snprintf(host, hsize, "%.*s", (int)(colon - spec), spec);
-	}
-	snprintf(port, psize, "%s", colon + 1);
-	return host[0] && port[0] ? 0 : -1;
+	return trpc_split_hostport(spec, host, hsize, port, psize) == 0 && host[0] ? 0 : -1;
 }
 
 static int add_endpoint(struct trpc_channel *ch, const char *host, const char *port,

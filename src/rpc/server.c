@@ -257,8 +257,8 @@ trpc_server *trpc_server_new(const struct trpc_server_config *cfg, const char **
 
 /* ------------------------------------------------------------------ listen */
 
-/* Parses "host:port", "[v6]:port" or ":port". */
-static int split_hostport(const char *spec, char *host, size_t hsize, char *port, size_t psize)
+/* Parses "host:port", "[v6]:port" or ":port" (see tasker/rpc.h). */
+int trpc_split_hostport(const char *spec, char *host, size_t hsize, char *port, size_t psize)
 {
 	const char *colon;
 	if (spec[0] == '[') {
@@ -280,7 +280,7 @@ static int split_hostport(const char *spec, char *host, size_t hsize, char *port
 static int open_listener(const char *spec, int *port_out, const char **why)
 {
 	char host[256], port[32];
-	if (split_hostport(spec, host, sizeof host, port, sizeof port) != 0) {
+	if (trpc_split_hostport(spec, host, sizeof host, port, sizeof port) != 0) {
 		snprintf(server_why, sizeof server_why,
 		         "listen address \"%s\": expected host:port or [v6]:port", spec);
 		*why = server_why;
@@ -354,7 +354,7 @@ static int add_listeners(trpc_server *srv, const char *specs, int tls, const cha
 		srv->nlisteners++;
 		char shown[300];
 		char host[256], p[32];
-		split_hostport(tok, host, sizeof host, p, sizeof p);
+		trpc_split_hostport(tok, host, sizeof host, p, sizeof p);
 		snprintf(shown, sizeof shown, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
 		trpc_log(TRPC_LOG_INFO, "listening %s %s", tls ? "tls" : "h2c", shown);
 	}

@@ -146,26 +146,6 @@ static const char *fail(const char *fmt, ...)
 	return http_why;
 }
 
-/* "host:port", "[v6]:port", ":port" into host (may become "") and port. */
-static int split_hostport(const char *spec, char *host, size_t hsize, char *port, size_t psize)
-{
-	const char *colon;
-
-	if (spec[0] == '[') {
-		const char *end = strchr(spec, ']');
-		if (end == NULL || end[1] != ':')
-			return -1;
-		snprintf(host, hsize, "%.*s", (int)(end - spec - 1), spec + 1);
-		colon = end + 1;
-	} else if ((colon = strrchr(spec, ':')) != NULL) {
-		snprintf(host, hsize, "%.*s", (int)(colon - spec), spec);
-	} else {
-		return -1;
-	}
-	snprintf(port, psize, "%s", colon + 1);
-	return port[0] != '\0' ? 0 : -1;
-}
-
 /* Opens a listening socket; returns it (and the bound port) or -1 with *why. */
 static int open_listener(const char *spec, int *port_out, char *shown, size_t shown_size,
                          const char **why)
@@ -178,7 +158,7 @@ static int open_listener(const char *spec, int *port_out, char *shown, size_t sh
 	char host[256], port[32], bound_host[NI_MAXHOST], bound_port[NI_MAXSERV];
 	int fd = -1, one = 1, gai;
 
-	if (split_hostport(spec, host, sizeof host, port, sizeof port) != 0) {
+	if (trpc_split_hostport(spec, host, sizeof host, port, sizeof port) != 0) {
 		*why = fail("metrics.listen \"%s\": expected host:port or [v6]:port", spec);
 		return -1;
 	}
