@@ -59,16 +59,7 @@ try:
     from google.protobuf import json_format, struct_pb2, timestamp_pb2
 except ImportError as e:
     tap.skip_all("python3-grpcio / python3-protobuf missing: %s" % e)
-PROTOC = os.environ.get("PROTOC") or shutil.which("protoc")
-if not PROTOC:
-    tap.skip_all("protoc not found")
-for prog in ("taskerd", "tasker-worker"):
-    try:
-        harness.program(prog)
-    except FileNotFoundError:
-        tap.skip_all("%s is not built" % prog)
-if not pg.available():
-    tap.skip_all("the PostgreSQL server programs are not installed")
+PROTOC = tasker_env.require(tap, protoc=True)
 
 TIMEOUT = 15
 WKT_DIR = os.environ.get("PROTOBUF_PROTODIR") or "/usr/include"
@@ -225,17 +216,7 @@ def err_text(e):
     return "%s: %s" % (e.code(), e.details()) if e is not None else "OK"
 
 
-def case(title):
-    """Runs a test case; an exception is one failed TAP line, not the end."""
-    def wrap(fn):
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - report and go on with the next case
-            import traceback
-            tap.ok(False, "%s: ran to the end" % title,
-                   "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
-        return fn
-    return wrap
+case = tap.case
 
 
 def struct(d):
@@ -248,15 +229,7 @@ def as_dict(s):
     return json_format.MessageToDict(s)
 
 
-def wait_state(task, states, timeout):
-    states = (states,) if isinstance(states, str) else states
-    last = [None]
-
-    def pred():
-        last[0] = env.task_state(task)
-        return last[0] in states
-    env.wait_for(pred, timeout)
-    return last[0]
+wait_state = env.wait_task_state
 
 
 def create(namespace, name, context, version="1.0.0", **kw):

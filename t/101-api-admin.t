@@ -51,21 +51,12 @@ try:
     from google.protobuf import json_format
 except ImportError as e:
     tap.skip_all("python3-grpcio / python3-protobuf / python3-yaml missing: %s" % e)
-PROTOC = os.environ.get("PROTOC") or shutil.which("protoc")
-if not PROTOC:
-    tap.skip_all("protoc not found")
 OPENSSL = shutil.which("openssl")
 if not OPENSSL:
     tap.skip_all("openssl not found (makes the JWT key file)")
-for prog in ("taskerd", "tasker-worker"):
-    try:
-        harness.program(prog)
-    except FileNotFoundError:
-        tap.skip_all("%s is not built" % prog)
 if not os.access(os.path.join(harness.TOP_BUILDDIR, "t", "progs", "engine-probe"), os.X_OK):
     tap.skip_all("t/progs/engine-probe is not built (make check builds it)")
-if not pg.available():
-    tap.skip_all("the PostgreSQL server programs are not installed")
+PROTOC = tasker_env.require(tap, protoc=True)
 
 TIMEOUT = 15
 POOL_SIZE = 6
@@ -172,17 +163,7 @@ def err_text(e):
     return "%s: %s" % (e.code(), e.details()) if e is not None else "OK"
 
 
-def case(title):
-    """Runs a test case; an exception is one failed TAP line, not the end."""
-    def wrap(fn):
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - report and go on with the next case
-            import traceback
-            tap.ok(False, "%s: ran to the end" % title,
-                   "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
-        return fn
-    return wrap
+case = tap.case
 
 
 def close(a, b, tol=0.0015):
@@ -199,17 +180,10 @@ def ts_epoch(ts):
     return ts.seconds + ts.nanos / 1e9
 
 
+wait_state = env.wait_task_state
+
+
 # ---------------------------------------------------------------- the data
-def wait_state(task, states, timeout):
-    last = [None]
-
-    def pred():
-        last[0] = env.task_state(task)
-        return last[0] in states
-    env.wait_for(pred, timeout)
-    return last[0]
-
-
 diamonds = [env.create("integration", "diamond_workflow", {"case": "admin", "n": i})
             for i in range(3)]
 doomed = env.create("engine_tests", "always_fails", {"case": "admin"})

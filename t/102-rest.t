@@ -39,7 +39,6 @@ Against a private PostgreSQL cluster (t/lib/tasker_env.py):
 TASKER_TEST_KEEP=1 keeps the temporary directory; TASKER_TEST_VERBOSE=1
 copies the process logs to stderr.
 """
-import atexit
 import glob
 import http.client
 import importlib
@@ -47,18 +46,15 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid as uuidlib
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
-import pg  # noqa: E402
 import tasker_env  # noqa: E402
 
 tap = harness.Tap()
@@ -67,28 +63,13 @@ try:
     from google.protobuf import json_format
 except ImportError as e:
     tap.skip_all("python3-grpcio / python3-protobuf missing: %s" % e)
-PROTOC = os.environ.get("PROTOC") or shutil.which("protoc")
-if not PROTOC:
-    tap.skip_all("protoc not found")
-for prog in ("taskerd", "tasker-worker"):
-    try:
-        harness.program(prog)
-    except FileNotFoundError as e:
-        tap.skip_all(str(e))
-if not pg.available():
-    tap.skip_all("the PostgreSQL server programs are not installed")
+PROTOC = tasker_env.require(tap, protoc=True)
 
 # ------------------------------------------------------------------ protos
 
-PYDIR = tempfile.mkdtemp(prefix="t102-py-")
-atexit.register(shutil.rmtree, PYDIR, True)
-PROTOS = sorted(os.path.relpath(p, os.path.join(harness.TOP_SRCDIR, "proto"))
-                for p in glob.glob(os.path.join(harness.TOP_SRCDIR, "proto", "tasker", "v1",
-                                                "*.proto")))
-PROTOS += ["grpc/health/v1/health.proto", "grpc/reflection/v1/reflection.proto"]
-subprocess.run([PROTOC, "-I", os.path.join(harness.TOP_SRCDIR, "proto"), "--python_out", PYDIR]
-               + PROTOS, check=True)
-sys.path.insert(0, PYDIR)
+PYDIR, PROTOS = tasker_env.generate_protos(
+    PROTOC, "t102-py-",
+    extra=["grpc/health/v1/health.proto", "grpc/reflection/v1/reflection.proto"])
 pb = {name: importlib.import_module("tasker.v1.%s_pb2" % name)
       for name in ("common", "tasks", "steps", "templates", "analytics", "dlq", "health",
                    "config", "worker")}

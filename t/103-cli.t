@@ -108,17 +108,7 @@ def cli(*args, env=None, cwd=CWD, stdin=None, timeout=60):
     return Run(argv, r.returncode, r.stdout, r.stderr, time.time() - t0)
 
 
-def case(title):
-    """Runs a test case; an exception is one failed TAP line, not the end."""
-    def wrap(fn):
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - report and go on with the next case
-            import traceback
-            tap.ok(False, "%s: ran to the end" % title,
-                   "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
-        return fn
-    return wrap
+case = tap.case
 
 
 def write(path, text):

@@ -28,17 +28,13 @@ answer without credentials. Requests carry random uuids and otherwise
 valid fields, so a request that passes authentication reaches its
 handler. TASKER_TEST_KEEP=1 keeps the temporary directory.
 """
-import atexit
-import glob
 import http.client
 import importlib
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 
 sys.dont_write_bytecode = True
@@ -56,16 +52,7 @@ try:
     from fixtures import Keys  # noqa: E402
 except ImportError as e:
     tap.skip_all("python3-grpcio / python3-jwt / python3-cryptography missing: %s" % e)
-PROTOC = os.environ.get("PROTOC") or shutil.which("protoc")
-if not PROTOC:
-    tap.skip_all("protoc not found")
-for prog in ("taskerd", "tasker-worker"):
-    try:
-        harness.program(prog)
-    except FileNotFoundError as e:
-        tap.skip_all(str(e))
-if not pg.available():
-    tap.skip_all("the PostgreSQL server programs are not installed")
+PROTOC = tasker_env.require(tap, protoc=True)
 
 C = grpc.StatusCode
 DENIED = (C.UNAUTHENTICATED, C.PERMISSION_DENIED)
@@ -79,15 +66,8 @@ PERMS = ["tasks:create", "tasks:read", "tasks:list", "tasks:cancel", "tasks:cont
 
 # ------------------------------------------------------------------ protos
 
-PYDIR = tempfile.mkdtemp(prefix="t104-py-")
-atexit.register(shutil.rmtree, PYDIR, True)
-PROTOS = sorted(os.path.relpath(p, os.path.join(harness.TOP_SRCDIR, "proto"))
-                for p in glob.glob(os.path.join(harness.TOP_SRCDIR, "proto", "tasker", "v1",
-                                                "*.proto")))
-PROTOS += ["grpc/health/v1/health.proto"]
-subprocess.run([PROTOC, "-I", os.path.join(harness.TOP_SRCDIR, "proto"), "--python_out", PYDIR]
-               + PROTOS, check=True)
-sys.path.insert(0, PYDIR)
+PYDIR, PROTOS = tasker_env.generate_protos(
+    PROTOC, "t104-py-", extra=["grpc/health/v1/health.proto"])
 pb = {name: importlib.import_module("tasker.v1.%s_pb2" % name)
       for name in ("common", "tasks", "steps", "templates", "analytics", "dlq", "health",
                    "config", "worker")}

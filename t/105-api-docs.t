@@ -26,24 +26,18 @@ Against a private PostgreSQL cluster (t/lib/tasker_env.py), with auth on
     /metrics/events its dispatcher's event counters (LISTEN connected,
     queues read).
 """
-import atexit
-import glob
 import http.client
 import importlib
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
-import tempfile
 import uuid as uuidlib
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
-import pg  # noqa: E402
 import tasker_env  # noqa: E402
 
 tap = harness.Tap()
@@ -51,27 +45,11 @@ try:
     from google.protobuf import descriptor as pbdesc
 except ImportError as e:
     tap.skip_all("python3-protobuf missing: %s" % e)
-PROTOC = os.environ.get("PROTOC") or shutil.which("protoc")
-if not PROTOC:
-    tap.skip_all("protoc not found")
-for prog in ("taskerd", "tasker-worker"):
-    try:
-        harness.program(prog)
-    except FileNotFoundError as e:
-        tap.skip_all(str(e))
-if not pg.available():
-    tap.skip_all("the PostgreSQL server programs are not installed")
+PROTOC = tasker_env.require(tap, protoc=True)
 
 # ------------------------------------------------------------------ protos
 
-PYDIR = tempfile.mkdtemp(prefix="t105-py-")
-atexit.register(shutil.rmtree, PYDIR, True)
-PROTOS = sorted(os.path.relpath(p, os.path.join(harness.TOP_SRCDIR, "proto"))
-                for p in glob.glob(os.path.join(harness.TOP_SRCDIR, "proto", "tasker", "v1",
-                                                "*.proto")))
-subprocess.run([PROTOC, "-I", os.path.join(harness.TOP_SRCDIR, "proto"), "--python_out", PYDIR]
-               + PROTOS, check=True)
-sys.path.insert(0, PYDIR)
+PYDIR, PROTOS = tasker_env.generate_protos(PROTOC, "t105-py-")
 MESSAGES = {}
 
 

@@ -19,34 +19,14 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
+from harness import field  # noqa: E402
 
-tap = harness.Tap()
-try:
-    import grpc
-except ImportError:
-    tap.skip_all("python3-grpcio is not installed")
+tap, grpc = harness.grpc_test()
 
 TMP = tempfile.mkdtemp(prefix="tasker-50-ops-")
 SVC = "/grpc.testing.TestService/"
 IDENT = dict(request_serializer=None, response_deserializer=None)
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(num, wire, payload):
-    key = varint((num << 3) | wire)
-    if wire == 0:
-        return key + varint(payload)
-    return key + varint(len(payload)) + payload
 
 
 def simple_request(size):

@@ -54,16 +54,7 @@ except (tasker_env.EnvError, pg.ClusterError, OSError) as e:
     sys.exit(1)
 
 
-def wait_state(task, states, timeout):
-    """Waits until the task is in one of states; returns the last state seen."""
-    states = (states,) if isinstance(states, str) else states
-    last = [None]
-
-    def pred():
-        last[0] = env.task_state(task)
-        return last[0] in states
-    env.wait_for(pred, timeout)
-    return last[0]
+wait_state = env.wait_task_state
 
 
 def step_state_is(task, step, states, timeout):
@@ -76,17 +67,7 @@ def chain_ok(name, rows, allowed=ALLOWED_TASK, **kw):
     return tap.ok(not problems, name, "\n".join(problems + ["chain: " + chain_text(rows)]))
 
 
-def case(title):
-    """Runs a test case; an exception is one failed TAP line, not the end."""
-    def wrap(fn):
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 - report and go on with the next case
-            import traceback
-            tap.ok(False, "%s: ran to the end" % title,
-                   "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
-        return fn
-    return wrap
+case = tap.case
 
 
 # ---------------------------------------------------------------- 1. diamond

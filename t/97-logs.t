@@ -22,12 +22,10 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
+from harness import status_request, wait_for  # noqa: E402
+from harness import spawn as start  # noqa: E402
 
-tap = harness.Tap()
-try:
-    import grpc
-except ImportError:
-    tap.skip_all("python3-grpcio is not installed")
+tap, grpc = harness.grpc_test()
 
 TMP = tempfile.mkdtemp(prefix="tasker-97-logs-")
 SVC = "/grpc.testing.TestService/"
@@ -40,28 +38,6 @@ TRACEPARENT = "00-%s-%s-01" % (TRACE, PARENT)
 
 # ------------------------------------------------------------------ helpers
 
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(num, wire, payload):
-    key = varint((num << 3) | wire)
-    if wire == 0:
-        return key + varint(payload)
-    return key + varint(len(payload)) + payload
-
-
-def status_request(code, message):
-    """SimpleRequest asking the interop server to end with (code, message)."""
-    return field(7, 2, field(1, 0, code) + field(2, 2, message))
-
-
 def call(port, method, req=b"", metadata=None, timeout=10):
     """Makes one unary call; returns its status code name."""
     with grpc.insecure_channel("127.0.0.1:%d" % port) as ch:
@@ -70,28 +46,6 @@ def call(port, method, req=b"", metadata=None, timeout=10):
             return "OK"
         except grpc.RpcError as e:
             return e.code().name
-
-
-def wait_for(fn, timeout=10):
-    """Polls fn() until it returns something true; returns that (or None)."""
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(0.05)
-
-
-def start(path, args):
-    """Starts a program; its stderr is collected as harness.start_server does."""
-    e = dict(os.environ)
-    e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    proc = subprocess.Popen([path] + list(args), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=e)
-    harness._procs.append(proc)
-    srv = harness.Server(proc)
-    threading.Thread(target=srv._pump, daemon=True).start()
-    return srv
 
 
 def listening_ports(pid):

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -25,12 +24,10 @@ import urllib.request
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
+from harness import field, status_request  # noqa: E402
+from harness import spawn as start  # noqa: E402
 
-tap = harness.Tap()
-try:
-    import grpc
-except ImportError:
-    tap.skip_all("python3-grpcio is not installed")
+tap, grpc = harness.grpc_test()
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 TMP = tempfile.mkdtemp(prefix="tasker-97-prom-")
@@ -39,27 +36,6 @@ ESCAPED_VALUE = 'a"b\\c\nd \u00e9'
 
 
 # ------------------------------------------------------------------ messages
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(num, wire, payload):
-    key = varint((num << 3) | wire)
-    if wire == 0:
-        return key + varint(payload)
-    return key + varint(len(payload)) + payload
-
-
-def status_request(code, message=b"on request"):
-    return field(7, 2, field(1, 0, code) + field(2, 2, message))
-
 
 def output_request(sizes, interval_us=0):
     """StreamingOutputCallRequest: one response of each size."""
@@ -75,23 +51,7 @@ def input_request(n):
 # ------------------------------------------------------------------ helpers
 
 def wait_for(fn, timeout=10):
-    deadline = time.time() + timeout
-    while True:
-        v = fn()
-        if v or time.time() > deadline:
-            return v
-        time.sleep(0.1)
-
-
-def start(path, args):
-    e = dict(os.environ)
-    e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    proc = subprocess.Popen([path] + list(args), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env=e)
-    harness._procs.append(proc)
-    srv = harness.Server(proc)
-    threading.Thread(target=srv._pump, daemon=True).start()
-    return srv
+    return harness.wait_for(fn, timeout, interval=0.1)
 
 
 def metrics_port(srv, timeout=20):

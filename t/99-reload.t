@@ -34,11 +34,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import harness  # noqa: E402
 
-tap = harness.Tap()
-try:
-    import grpc
-except ImportError:
-    tap.skip_all("python3-grpcio is not installed")
+tap, grpc = harness.grpc_test()
 
 TMP = tempfile.mkdtemp(prefix="tasker-99-reload-")
 IDENT = dict(request_serializer=None, response_deserializer=None)

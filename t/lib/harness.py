@@ -48,6 +48,19 @@ class Tap:
             return self.ok(False, name, "%s: %s\n%s" % (type(e).__name__, e,
                                                         traceback.format_exc()))
 
+    def case(self, title):
+        """A decorator that runs a test case at once; an exception is one
+        failed TAP line ("TITLE: ran to the end"), not the end of the test."""
+        def wrap(fn):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - report and go on with the next case
+                import traceback
+                self.ok(False, "%s: ran to the end" % title,
+                        "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
+            return fn
+        return wrap
+
     def skip_all(self, why):
         print("1..0 # SKIP %s" % why, flush=True)
         sys.exit(0)
@@ -55,6 +68,43 @@ class Tap:
     def done(self):
         print("1..%d" % self.n, flush=True)
         sys.exit(1 if self.failed else 0)
+
+
+def grpc_test():
+    """The start of a test that drives python3-grpcio: returns (Tap, the
+    grpc module); the whole test is skipped when grpcio is not installed."""
+    tap = Tap()
+    try:
+        import grpc
+    except ImportError:
+        tap.skip_all("python3-grpcio is not installed")
+    return tap, grpc
+
+
+# ------------------------------------------------------------------ protobuf
+# Hand-written encoding for the few grpc.testing messages the tests build.
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(num, wire, payload):
+    """One protobuf field: wire 0 (varint payload) or 2 (bytes payload)."""
+    key = varint((num << 3) | wire)
+    if wire == 0:
+        return key + varint(payload)
+    return key + varint(len(payload)) + payload
+
+
+def status_request(code, message=b"on request"):
+    """SimpleRequest asking the interop server to end with (code, message)."""
+    return field(7, 2, field(1, 0, code) + field(2, 2, message))
 
 
 def program(name):
@@ -127,18 +177,26 @@ class Server:
         return self.proc.poll() is None
 
 
-def start_server(name, args, want_tls=False, timeout=20, env=None):
-    """Starts a program from the build tree and waits for its h2c listener
-    (or, with want_tls, its TLS listener)."""
+def spawn(path, args, env=None):
+    """Starts the program at path (killed at exit) without waiting for it;
+    its stderr is collected in the returned Server."""
     e = dict(os.environ)
     e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     if env:
         e.update(env)
-    proc = subprocess.Popen([program(name)] + list(args), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([path] + list(args), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=e)
     _procs.append(proc)
     srv = Server(proc)
     threading.Thread(target=srv._pump, daemon=True).start()
+    return srv
+
+
+def start_server(name, args, want_tls=False, timeout=20, env=None):
+    """Starts a program from the build tree and waits for its h2c listener
+    (or, with want_tls, its TLS listener)."""
+    srv = spawn(program(name), args, env)
+    proc = srv.proc
     deadline = time.time() + timeout
     with srv._cv:
         while True:
@@ -149,6 +207,17 @@ def start_server(name, args, want_tls=False, timeout=20, env=None):
                 raise RuntimeError("%s did not start:\n%s" % (name, "\n".join(srv.lines)))
             srv._cv.wait(0.2)
     return srv
+
+
+def wait_for(fn, timeout=10, interval=0.05):
+    """Polls fn() until it returns something true; returns that (or the
+    last value after timeout seconds)."""
+    deadline = time.time() + timeout
+    while True:
+        v = fn()
+        if v or time.time() > deadline:
+            return v
+        time.sleep(interval)
 
 
 def certs_dir():

@@ -19,6 +19,7 @@ another. TASKER_TEST_KEEP=1 keeps the temporary directory (postgres.log,
 the process logs); TASKER_TEST_VERBOSE=1 copies the process logs to stderr.
 """
 import atexit
+import glob
 import json
 import os
 import re
@@ -421,6 +422,18 @@ class Env:
     def task_state(self, task):
         return self.sql("SELECT tasker.get_current_task_state('%s')" % task) or None
 
+    def wait_task_state(self, task, states, timeout):
+        """Waits until the task is in one of states (a name or a tuple of
+        names); returns the last state seen."""
+        states = (states,) if isinstance(states, str) else states
+        last = [None]
+
+        def pred():
+            last[0] = self.task_state(task)
+            return last[0] in states
+        self.wait_for(pred, timeout)
+        return last[0]
+
     def steps(self, task):
         """{step name: {uuid, state, attempts, max_attempts, results, in_process}}"""
         rows = self.json(
@@ -478,6 +491,40 @@ class Env:
             for p in check_chain(rows, ALLOWED_STEP, reclaim=reclaim):
                 problems.append("step %s: %s" % (s, p))
         return problems, len(by_task), len(by_step)
+
+
+def require(tap, programs=("taskerd", "tasker-worker"), protoc=False):
+    """Skips the whole test (TAP) unless the programs are built and the
+    PostgreSQL server programs are installed; with protoc, also unless
+    protoc ($PROTOC or on PATH) is found. Returns protoc's path (or None)."""
+    path = None
+    if protoc:
+        path = os.environ.get("PROTOC") or shutil.which("protoc")
+        if not path:
+            tap.skip_all("protoc not found")
+    for prog in programs:
+        try:
+            harness.program(prog)
+        except FileNotFoundError as e:
+            tap.skip_all(str(e))
+    if not pg.available():
+        tap.skip_all("the PostgreSQL server programs are not installed")
+    return path
+
+
+def generate_protos(protoc, prefix, extra=()):
+    """Runs protoc --python_out on every proto/tasker/v1/*.proto and the
+    extra proto paths into a new temporary directory (removed at exit),
+    which goes first on sys.path. Returns (directory, proto paths)."""
+    out = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, out, True)
+    proto_dir = os.path.join(TOP_SRCDIR, "proto")
+    protos = sorted(os.path.relpath(p, proto_dir)
+                    for p in glob.glob(os.path.join(proto_dir, "tasker", "v1", "*.proto")))
+    protos += list(extra)
+    subprocess.run([protoc, "-I", proto_dir, "--python_out", out] + protos, check=True)
+    sys.path.insert(0, out)
+    return out, protos
 
 
 # What tasker-worker prints once it serves its queues.
